@@ -1,0 +1,160 @@
+"""The ``asymspec`` command line.
+
+Exit codes: 0 success; 1 the check found residual symmetries (``check``/``audit``); 2 invalid
+input (bad spec, bad file, bad option) — always a one-paragraph message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from asymspec.errors import UserError
+
+
+class _Group(click.Group):
+    """Turns :class:`UserError` into a message on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def _threads() -> None:
+    # One intra-op thread: on small CPUs OpenMP spinning makes 2 threads far slower than 1
+    # when another process is busy.  ASYMSPEC_THREADS overrides.
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("ASYMSPEC_THREADS", "1")))
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """Write ``obj`` to ``path`` so that an interruption never leaves a partial file."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a spec field, e.g. --set model.widths=[256,256] (repeatable).",
+)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="asymspec")
+def main() -> None:
+    """Compile, verify and study neural networks without parameter symmetries."""
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@set_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def show(spec: str, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Print the layers of SPEC with trainable / fixed / buffer counts per layer."""
+    from asymspec.compiler import build
+    from asymspec.paramtable import format_table, parameter_table, totals
+
+    _threads()
+    model = build(spec, overrides)
+    rows = parameter_table(model)
+    if as_json:
+        click.echo(json.dumps({"layers": [r.as_dict() for r in rows], "totals": totals(rows)},
+                              indent=2))
+        return
+    s = model.ir.g.graph["spec"]
+    passes = ", ".join(p["pass"] for p in model.ir.g.graph["passes"]) or "none"
+    click.echo(f"{s.data['name']}  (family {s.data['model']['family']}, asymmetry: {passes})")
+    click.echo(format_table(rows))
+
+
+@main.command(name="compile")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the checkpoint (.pt).")
+@set_option
+@click.option("--seed", type=int, default=None, help="Initialisation seed (default: spec's).")
+@click.option("--force", is_flag=True,
+              help="Write the model even if the spec's `expect: asymmetric` check fails.")
+def compile_cmd(spec: str, output: str, overrides: tuple[str, ...], seed: int | None,
+                force: bool) -> None:
+    """Compile SPEC and write state_dict + resolved spec + parameter table to OUTPUT."""
+    from asymspec.compiler import build
+    from asymspec.paramtable import parameter_table, totals
+
+    _threads()
+    model = build(spec, overrides, init_seed=seed)
+    s = model.ir.g.graph["spec"]
+    verdict = None
+    if s.data.get("expect") == "asymmetric":
+        from asymspec.check import check_ir
+
+        report = check_ir(model.ir)
+        verdict = report.verdict
+        if not report.ok and not force:
+            raise UserError(
+                f"{spec}: the spec says `expect: asymmetric` but the check found residual "
+                f"symmetries (log10 |Aut| = {report.log10_order:.2f}); run `asymspec check "
+                f"{spec}` for details, or pass --force to write the model anyway"
+            )
+    rows = parameter_table(model)
+    payload = {
+        "format": "asymspec-checkpoint/1",
+        "spec": s.to_yaml(),
+        "spec_hash": s.content_hash(),
+        "init_seed": s.data.get("seed", 0) if seed is None else seed,
+        "state_dict": model.state_dict(),
+        "param_table": [r.as_dict() for r in rows],
+        "check": verdict,
+    }
+    atomic_torch_save(payload, Path(output))
+    t = totals(rows)
+    click.echo(f"wrote {output}: {t['trainable']:,} trainable, {t['fixed']:,} fixed, "
+               f"{t['buffers']:,} buffer entries")
+
+
+@main.command(name="check")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@set_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--max-generators", type=int, default=None,
+              help="Limit the generators listed in --json output.")
+def check_cmd(spec: str, overrides: tuple[str, ...], as_json: bool,
+              max_generators: int | None) -> None:
+    """Prove SPEC has no parameter symmetries, or list those that remain.
+
+    Exit 0: no nontrivial neural-DAG automorphism (or only what `expect:` allows);
+    1: residual symmetries; 2: invalid input.
+    """
+    from asymspec.check import check_ir
+    from asymspec.compiler import compile_ir
+
+    _threads()
+    report = check_ir(compile_ir(spec, overrides))
+    if as_json:
+        click.echo(json.dumps(report.to_json(max_generators), indent=2))
+    else:
+        click.echo(report.format_text())
+    sys.exit(0 if report.ok else 1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

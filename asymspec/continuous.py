@@ -1,0 +1,120 @@
+"""Continuous parameter symmetries the permutation graph cannot see, reported by rules.
+
+For each layer with a weight (linear / conv), look at what consumes its units:
+
+* a positively homogeneous activation (ReLU, LeakyReLU) followed by weighted layers: scaling a
+  unit's incoming weights and bias by a > 0 and its outgoing weights by 1/a (*rescale*);
+* an odd activation (tanh, identity): negating a unit's incoming and outgoing weights (*sign*);
+* a BatchNorm: scaling a unit's incoming weights and bias by a > 0 (*bn-scale*); a LayerNorm /
+  GroupNorm(1, C): scaling all units' incoming weights and biases together (*ln-scale*);
+* FiGLU (σ-Asym): no permutation or diagonal equivariance for F with distinct nonzero entries
+  (Lim et al. Prop. 2) — proven, with probability 1 over F.
+
+Frozen nonzero entries in a row (W-Asym with kappa > 0) or a fixed noise offset (syre) pin that
+row's scale and sign: the symmetry is then reported *broken* — *believed*, not proven, as in the
+paper (§4: "we believe that they do"), because a rescaling could in principle combine with
+other changes.  Symmetries that are present are *proven* (they are explicit reparametrisations).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from asymspec.ir.graph import IRGraph
+
+_HOMOGENEOUS = ("relu", "leaky_relu")
+_ODD = ("tanh", "identity")
+_PASSTHROUGH = ("avgpool", "maxpool", "global_avg_pool", "global_max_pool", "flatten",
+                "token_mean", "token_first")
+
+
+@dataclass
+class ContinuousSymmetry:
+    layer: str
+    kind: str  # rescale | sign | bn-scale | ln-scale | none-figlu
+    status: str  # present | broken | absent
+    certainty: str  # proven | believed
+    reason: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _rows_pinned(edge: dict) -> bool:
+    """True if every row has a frozen nonzero entry or a fixed noise offset."""
+    if edge["offset"] is not None:
+        return bool((edge["offset"].flatten(1) != 0).any(dim=1).all())
+    if edge["mask"] is None:
+        return False
+    frozen_nonzero = (~edge["mask"]) & (edge["fixed"] != 0)
+    return bool(frozen_nonzero.flatten(1).any(dim=1).all())
+
+
+def _any_pinned(edge: dict) -> bool:
+    if edge["offset"] is not None:
+        return True
+    return edge["mask"] is not None and bool(((~edge["mask"]) & (edge["fixed"] != 0)).any())
+
+
+def _downstream_dense(ir: IRGraph, start: str) -> list[dict] | None:
+    """Dense edges reading ``start``'s units through pass-through ops; None if something else
+    (a residual add, attention, a norm, ...) reads them."""
+    out = []
+    for c in ir.consumers(start):
+        node = ir.node(c)
+        e = ir.edge(start, c)
+        if e["kind"] == "dense":
+            out.append(e)
+        elif node["op"] in _PASSTHROUGH:
+            sub = _downstream_dense(ir, c)
+            if sub is None:
+                return None
+            out.extend(sub)
+        else:
+            return None
+    return out
+
+
+def continuous_symmetries(ir: IRGraph) -> list[ContinuousSymmetry]:
+    found: list[ContinuousSymmetry] = []
+    for name in ir.topo_order():
+        node = ir.node(name)
+        if node["op"] not in ("linear", "conv2d") or node["added_by"] or node["role"] == "output":
+            continue
+        _, edge = ir.dense_edge(name)
+        pinned = _rows_pinned(edge) or isinstance(node["bias"], torch.Tensor)
+        consumers = ir.consumers(name)
+        figlu = [c for c in consumers
+                 if ir.node(c)["op"] == "mul" and ir.node(c)["attrs"].get("fn") == "figlu"]
+        if figlu:
+            found.append(ContinuousSymmetry(
+                name, "none-figlu", "absent", "proven",
+                "FiGLU has no permutation or diagonal equivariance (Prop. 2, prob. 1 over F)"))
+            continue
+        if len(consumers) != 1:
+            continue
+        c = ir.node(consumers[0])
+        if c["op"] == "batchnorm":
+            found.append(_rule(name, "bn-scale", pinned, "BatchNorm after the layer"))
+        elif c["op"] in ("layernorm",) or (c["op"] == "groupnorm" and c["attrs"]["groups"] == 1):
+            joint_pinned = _any_pinned(edge) or isinstance(node["bias"], torch.Tensor)
+            found.append(_rule(name, "ln-scale", joint_pinned,
+                               "LayerNorm after the layer (joint scale of all units)"))
+        elif c["op"] == "activation" and c["attrs"]["fn"] in _HOMOGENEOUS + _ODD:
+            down = _downstream_dense(ir, consumers[0])
+            if not down:
+                continue
+            out_pinned = any(_any_pinned(e) for e in down)
+            kind = "rescale" if c["attrs"]["fn"] in _HOMOGENEOUS else "sign"
+            found.append(_rule(name, kind, pinned or out_pinned,
+                               f"{c['attrs']['fn']} between weighted layers"))
+    return found
+
+
+def _rule(name: str, kind: str, pinned: bool, why: str) -> ContinuousSymmetry:
+    if pinned:
+        return ContinuousSymmetry(name, kind, "broken", "believed",
+                                  why + "; frozen nonzero entries / noise fix each unit's scale")
+    return ContinuousSymmetry(name, kind, "present", "proven", why)

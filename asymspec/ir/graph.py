@@ -1,0 +1,192 @@
+"""The computation-graph IR: a networkx DiGraph with one node per *group of units*.
+
+A node is a tensor-producing operation together with the units (neurons, channels, features) of
+the tensor it produces: a linear layer's output neurons, a conv's output channels, a residual
+sum's stream, an attention block's head dimensions.  This is the granularity users think in and
+the one every consumer reads: the torch emitter, the verifier (through the unit-level expansion
+in :mod:`asymspec.ir.units`), permutation specs for alignment, and the audit.
+
+Node attributes (all plain Python / torch values):
+
+``op``        operation name, a key of :data:`asymspec.nn.ops.OP_MODULES`
+``inputs``    ordered list of input node names (order matters for concat, mul, attention)
+``size``      number of units (the channel / feature dimension); 0 for non-feature inputs
+``shape``     per-sample shape: ``(F,)`` vector, ``(C, H, W)`` image, ``(T, F)`` tokens
+``layout``    ``"vector" | "image" | "tokens" | "edges"``
+``role``      ``input | output | hidden | gate | residual | norm | ...`` (informational)
+``attrs``     op parameters (kernel_size, stride, fn, heads, ...)
+``bias``      ``None`` | ``"trainable"`` | a float32 tensor of fixed bias values
+``unit_colour``  optional int64 array (size,) of extra per-unit colours (e.g. the spatial
+              position of a flattened unit) that automorphisms must preserve
+``source``    JSON path of the spec field that produced the node (for error messages)
+``added_by``  name of the pass that inserted the node, if any
+
+Edge attributes (edge ``u -> v`` means ``v`` reads ``u``):
+
+``kind``      ``"dense"``: a weight tensor ``W[out, in, *kernel]``; ``"map"``: a structural,
+              parameter-free wiring where output unit ``j`` reads input unit ``index[j]``
+              (``-1``: none) — identity, concat slices, zero-padding, flatten;
+              ``"attention"``: q/k/v inputs of an attention node (``slot`` 0/1/2).
+``slot``      position of ``u`` in ``v``'s ``inputs``
+``param``     for dense edges: the parameter name (``"<node>.weight"``); equal names = shared
+``weight_shape`` tuple
+``mask``      ``None`` (all entries trainable) or a bool tensor, True = trainable
+``fixed``     ``None`` or float32 tensor of the values used where ``mask`` is False
+``offset``    ``None`` or float32 tensor added to every entry (syre noise)
+``index``     for map edges: int64 numpy array (size of ``v``,)
+``decided_by`` list of pass names that changed the edge
+
+Effective weight of a dense edge: ``where(mask, W, fixed) + offset``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import torch
+
+LAYOUTS = ("vector", "image", "tokens", "edges")
+
+
+class IRGraph:
+    """Thin, typed wrapper around ``nx.DiGraph`` (available as ``.g``)."""
+
+    def __init__(self, name: str = "model") -> None:
+        self.g = nx.DiGraph(name=name, inputs=[], outputs=[], passes=[])
+
+    # ------------------------------------------------------------------ construction
+    def add_node(
+        self,
+        name: str,
+        op: str,
+        inputs: list[str],
+        size: int,
+        shape: tuple[int, ...],
+        layout: str,
+        role: str = "hidden",
+        attrs: dict[str, Any] | None = None,
+        bias: Any = None,
+        source: tuple = (),
+        added_by: str | None = None,
+    ) -> None:
+        if name in self.g:
+            raise ValueError(f"duplicate IR node {name!r}")
+        assert layout in LAYOUTS, layout
+        self.g.add_node(
+            name,
+            op=op,
+            inputs=list(inputs),
+            size=int(size),
+            shape=tuple(int(s) for s in shape),
+            layout=layout,
+            role=role,
+            attrs=dict(attrs or {}),
+            bias=bias,
+            unit_colour=None,
+            source=tuple(source),
+            added_by=added_by,
+        )
+
+    def add_dense_edge(self, src: str, dst: str, weight_shape: tuple[int, ...], slot: int = 0) -> None:
+        self.g.add_edge(
+            src,
+            dst,
+            kind="dense",
+            slot=slot,
+            param=f"{dst}.weight",
+            weight_shape=tuple(weight_shape),
+            mask=None,
+            fixed=None,
+            offset=None,
+            decided_by=[],
+        )
+
+    def add_map_edge(self, src: str, dst: str, index: np.ndarray, slot: int = 0) -> None:
+        self.g.add_edge(src, dst, kind="map", slot=slot, index=np.asarray(index, dtype=np.int64))
+
+    def add_attention_edge(self, src: str, dst: str, slot: int) -> None:
+        self.g.add_edge(src, dst, kind="attention", slot=slot)
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def inputs(self) -> list[str]:
+        return self.g.graph["inputs"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return self.g.graph["outputs"]
+
+    @property
+    def name(self) -> str:
+        return self.g.graph["name"]
+
+    def node(self, name: str) -> dict[str, Any]:
+        return self.g.nodes[name]
+
+    def edge(self, src: str, dst: str) -> dict[str, Any]:
+        return self.g.edges[src, dst]
+
+    def topo_order(self) -> list[str]:
+        """Topological order, ties broken by insertion order (deterministic)."""
+        order = {n: i for i, n in enumerate(self.g.nodes)}
+        return list(nx.lexicographical_topological_sort(self.g, key=order.__getitem__))
+
+    def in_edges(self, name: str) -> list[tuple[str, dict[str, Any]]]:
+        """Incoming edges of ``name`` ordered by slot."""
+        edges = [(u, d) for u, _, d in self.g.in_edges(name, data=True)]
+        return sorted(edges, key=lambda e: e[1]["slot"])
+
+    def dense_edge(self, name: str) -> tuple[str, dict[str, Any]] | None:
+        """The (single) dense input edge of a linear/conv node, if any."""
+        for u, d in self.in_edges(name):
+            if d["kind"] == "dense":
+                return u, d
+        return None
+
+    def dense_edges(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        for u, v, d in self.g.edges(data=True):
+            if d["kind"] == "dense":
+                yield u, v, d
+
+    def consumers(self, name: str) -> list[str]:
+        return list(self.g.successors(name))
+
+    def copy(self) -> IRGraph:
+        """Deep-enough copy: graph structure and attribute dicts are new; tensors are shared
+        (passes replace tensors, they never modify them in place)."""
+        new = IRGraph.__new__(IRGraph)
+        new.g = nx.DiGraph()
+        new.g.graph.update(
+            {k: (list(v) if isinstance(v, list) else v) for k, v in self.g.graph.items()}
+        )
+        for n, d in self.g.nodes(data=True):
+            nd = dict(d)
+            nd["inputs"] = list(d["inputs"])
+            nd["attrs"] = dict(d["attrs"])
+            new.g.add_node(n, **nd)
+        for u, v, d in self.g.edges(data=True):
+            ed = dict(d)
+            if "decided_by" in ed:
+                ed["decided_by"] = list(ed["decided_by"])
+            new.g.add_edge(u, v, **ed)
+        return new
+
+    # ------------------------------------------------------------------ summaries
+    def effective_weight(self, src: str, dst: str, weight: torch.Tensor) -> torch.Tensor:
+        """The weight a forward pass uses, given the raw trainable tensor."""
+        d = self.edge(src, dst)
+        w = weight
+        if d["mask"] is not None:
+            w = torch.where(d["mask"].to(w.device), w, d["fixed"].to(w.device, w.dtype))
+        if d["offset"] is not None:
+            w = w + d["offset"].to(w.device, w.dtype)
+        return w
+
+    def __repr__(self) -> str:
+        return (
+            f"IRGraph({self.name!r}, nodes={self.g.number_of_nodes()}, "
+            f"edges={self.g.number_of_edges()}, inputs={self.inputs}, outputs={self.outputs})"
+        )

@@ -1,0 +1,218 @@
+"""Expand the IR to the unit-level graph the automorphism search needs (a pure function).
+
+Vertices are the units of every IR node (inputs and outputs included), plus a few auxiliary
+vertices that encode structure a plain edge cannot: attention's query/key pairing and heads,
+and GroupNorm's groups.  Colours:
+
+* vertex colours separate IR nodes (an automorphism permutes units *within* a node); input and
+  output units get one colour each (they are fixed points); a flattened unit carries its spatial
+  position or token index; a frozen bias carries its value.
+* a fully trainable weight is one dense block; frozen entries (W-Asym), noise offsets (syre) and
+  FiGLU's F become override edges coloured by the exact float32 bits of their values — a conv
+  filter's colour is its whole kernel pattern.  Bits, not rounded floats: values from the mask
+  generator and from a loaded checkpoint give identical colours; -0.0 is folded into 0.0.
+* parameter-free wiring (identity, concat slices, padding, flatten) becomes explicit edges
+  coloured by the IR edge they come from.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from asymspec.ir.graph import IRGraph
+from asymspec.ir.unitgraph import UnitGraph
+
+# vertex colour kinds
+_IO, _PLAIN, _AUX = 0, 1, 2
+
+
+def float_bits(t: torch.Tensor) -> np.ndarray:
+    """Exact category of float values: float32 bits as int64, with -0.0 folded into +0.0."""
+    a = t.detach().to(torch.float32).cpu().contiguous().numpy().copy()
+    a[a == 0] = 0.0
+    return a.view(np.int32).astype(np.int64)
+
+
+class _Edges:
+    def __init__(self) -> None:
+        self.src: list[np.ndarray] = []
+        self.dst: list[np.ndarray] = []
+        self.col: list[np.ndarray] = []
+        self.blk: list[np.ndarray] = []
+        self.blocks: list[tuple[int, int, int, int, int]] = []
+        self.next_colour = 0
+
+    def colours(self, n: int) -> int:
+        """Reserve ``n`` fresh edge colours; returns the first."""
+        first = self.next_colour
+        self.next_colour += n
+        return first
+
+    def add(self, src, dst, colour, block: int = -1) -> None:
+        src = np.asarray(src, dtype=np.int64)
+        self.src.append(src)
+        self.dst.append(np.asarray(dst, dtype=np.int64))
+        self.col.append(np.broadcast_to(np.asarray(colour, dtype=np.int64), src.shape).copy())
+        self.blk.append(np.full(src.shape, block, dtype=np.int64))
+
+    def add_block(self, s0: int, s1: int, d0: int, d1: int) -> tuple[int, int]:
+        colour = self.colours(1)
+        self.blocks.append((s0, s1, d0, d1, colour))
+        return len(self.blocks) - 1, colour
+
+
+def _entry_codes(edge: dict) -> np.ndarray | None:
+    """Per (out, in) pair, an int64 code row describing its entries; None if all plain-trainable.
+
+    Row layout: for each kernel position, (frozen?, fixed value bits, offset bits).
+    """
+    shape = edge["weight_shape"]
+    out, inn = shape[0], shape[1]
+    k = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    if edge["mask"] is None and edge["offset"] is None:
+        return None
+    parts = []
+    if edge["mask"] is not None:
+        frozen = (~edge["mask"]).reshape(out, inn, k).numpy().astype(np.int64)
+        fixed = float_bits(edge["fixed"]).reshape(out, inn, k) * frozen
+        parts += [frozen, fixed]
+    if edge["offset"] is not None:
+        parts.append(float_bits(edge["offset"]).reshape(out, inn, k))
+    return np.concatenate(parts, axis=2).reshape(out, inn, -1)
+
+
+def expand(ir: IRGraph) -> UnitGraph:
+    """The unit-level graph of ``ir`` (see :mod:`asymspec.ir.unitgraph` for its semantics)."""
+    order = [n for n in ir.topo_order() if ir.node(n)["size"] > 0]
+    names = list(order)
+    index = {n: i for i, n in enumerate(names)}
+    offsets: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    v = 0
+    for n in names:
+        offsets[n] = v
+        sizes[n] = ir.node(n)["size"]
+        v += sizes[n]
+    n_units = v
+
+    # ---- vertex colour keys (kind, node, a, b)
+    keys = [np.zeros((0, 4), dtype=np.int64)]
+    vnode = [np.zeros(0, dtype=np.int64)]
+    vunit = [np.zeros(0, dtype=np.int64)]
+    for n in names:
+        node = ir.node(n)
+        s = sizes[n]
+        units = np.arange(s, dtype=np.int64)
+        k = np.zeros((s, 4), dtype=np.int64)
+        k[:, 1] = index[n]
+        if node["role"] in ("input", "output"):
+            k[:, 0] = _IO
+            k[:, 2] = units
+        else:
+            k[:, 0] = _PLAIN
+            if node["unit_colour"] is not None:
+                k[:, 2] = node["unit_colour"]
+            if isinstance(node["bias"], torch.Tensor):
+                k[:, 3] = float_bits(node["bias"])
+        keys.append(k)
+        vnode.append(np.full(s, index[n], dtype=np.int64))
+        vunit.append(units)
+
+    edges = _Edges()
+    aux_keys: list[np.ndarray] = []
+
+    def new_aux(count: int, node_name: str, tag: int) -> int:
+        nonlocal v
+        first = v
+        k = np.zeros((count, 4), dtype=np.int64)
+        k[:, 0] = _AUX
+        k[:, 1] = index[node_name]
+        k[:, 2] = tag
+        aux_keys.append(k)
+        v += count
+        return first
+
+    for n in names:
+        node = ir.node(n)
+        d0 = offsets[n]
+        for src, e in ir.in_edges(n):
+            if sizes.get(src, 0) == 0:
+                continue
+            s0 = offsets[src]
+            if e["kind"] == "map":
+                j = np.nonzero(e["index"] >= 0)[0]
+                edges.add(s0 + e["index"][j], d0 + j, edges.colours(1))
+            elif e["kind"] == "dense":
+                _dense(edges, e, s0, sizes[src], d0, sizes[n])
+        if node["op"] == "attention":
+            _attention(edges, ir, n, offsets, new_aux)
+        elif node["op"] == "groupnorm" and node["attrs"]["groups"] > 1:
+            groups = node["attrs"]["groups"]
+            per = sizes[n] // groups
+            (src,) = node["inputs"]
+            gv = new_aux(groups, n, 0)
+            u = np.arange(sizes[n])
+            edges.add(offsets[src] + u, gv + u // per, edges.colours(1))
+            edges.add(gv + u // per, d0 + u, edges.colours(1))
+
+    all_keys = np.concatenate(keys + aux_keys, axis=0)
+    _, vertex_colour = np.unique(all_keys, axis=0, return_inverse=True)
+    n_aux = v - n_units
+    cat = np.concatenate
+    empty = np.zeros(0, dtype=np.int64)
+    blocks = np.array(edges.blocks, dtype=np.int64).reshape(-1, 5)
+    return UnitGraph(
+        n=v,
+        vertex_colour=vertex_colour.reshape(-1).astype(np.int64),
+        src=cat(edges.src) if edges.src else empty,
+        dst=cat(edges.dst) if edges.dst else empty,
+        edge_colour=cat(edges.col) if edges.col else empty,
+        edge_block=cat(edges.blk) if edges.blk else empty,
+        block_src=blocks[:, 0:2].copy(),
+        block_dst=blocks[:, 2:4].copy(),
+        block_colour=blocks[:, 4].copy(),
+        vertex_node=cat(vnode + [np.full(n_aux, -1, dtype=np.int64)]),
+        vertex_unit=cat(vunit + [np.zeros(n_aux, dtype=np.int64)]),
+        node_names=names,
+        node_offsets=offsets,
+        node_sizes=sizes,
+    )
+
+
+def _dense(edges: _Edges, e: dict, s0: int, s_size: int, d0: int, d_size: int) -> None:
+    codes = _entry_codes(e)
+    if codes is None:  # all entries plain-trainable: one implicit complete block
+        edges.add_block(s0, s0 + s_size, d0, d0 + d_size)
+        return
+    out, inn, width = codes.shape
+    flat = codes.reshape(out * inn, width)
+    plain = ~flat.any(axis=1)  # trainable entries without offset share the block colour
+    block, _ = edges.add_block(s0, s0 + s_size, d0, d0 + d_size)
+    special = np.nonzero(~plain)[0]
+    if special.size == 0:
+        return
+    uniq, local = np.unique(flat[special], axis=0, return_inverse=True)
+    base = edges.colours(uniq.shape[0])
+    o, i = np.divmod(special, inn)
+    edges.add(s0 + i, d0 + o, base + local.reshape(-1), block=block)
+
+
+def _attention(edges: _Edges, ir: IRGraph, n: str, offsets: dict, new_aux) -> None:
+    """q/k pairing and heads: q_u -> P_u <- k_u, P_u -> H_h, H_h -> out_u <- v_u (u in head h).
+
+    Permuting dimensions inside a head must move q and k together (the scores are q·k) while
+    v/out move independently; heads move as wholes.  This wiring admits exactly those maps.
+    """
+    node = ir.node(n)
+    size, heads = node["size"], node["attrs"]["heads"]
+    dh = size // heads
+    q, k, vv = node["inputs"]
+    u = np.arange(size)
+    pair = new_aux(size, n, 1)
+    head = new_aux(heads, n, 2)
+    edges.add(offsets[q] + u, pair + u, edges.colours(1))
+    edges.add(offsets[k] + u, pair + u, edges.colours(1))
+    edges.add(pair + u, head + u // dh, edges.colours(1))
+    edges.add(head + u // dh, offsets[n] + u, edges.colours(1))
+    edges.add(offsets[vv] + u, offsets[n] + u, edges.colours(1))

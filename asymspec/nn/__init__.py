@@ -1,0 +1,6 @@
+"""Torch modules emitted from the IR."""
+
+from asymspec.nn.masked import AsymConv2d, AsymLinear
+from asymspec.nn.model import IRModule, emit
+
+__all__ = ["AsymConv2d", "AsymLinear", "IRModule", "emit"]

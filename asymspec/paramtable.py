@@ -1,0 +1,71 @@
+"""Per-layer parameter counts: trainable, frozen and buffer entries (cf. Lim et al. Table 5)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from torch import nn
+
+from asymspec.nn.model import IRModule
+
+
+@dataclass
+class ParamRow:
+    layer: str
+    op: str
+    units: int
+    trainable: int
+    fixed: int  # frozen weight entries (W-Asym, FiGLU F) and frozen biases
+    buffers: int  # other buffer entries: masks, fixed-value stores, noise, running stats
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def parameter_table(model: IRModule) -> list[ParamRow]:
+    """Count what each IR node's module holds.
+
+    A masked weight's frozen entries count as *fixed*, not trainable, even though the raw
+    ``weight`` tensor has them (their gradient is exactly zero).  The mask and fixed-value
+    buffers that implement this count as buffers.
+    """
+    rows = []
+    for name, _ in model._steps:
+        mod: nn.Module = model.get_submodule(name)
+        node = model.ir.node(name)
+        trainable = fixed = buffers = 0
+        mask = getattr(mod, "weight_mask", None)
+        for leaf, p in mod.named_parameters(recurse=False):
+            if leaf == "weight" and mask is not None:
+                trainable += int(mask.sum())
+                fixed += int((~mask).sum())
+            else:
+                trainable += p.numel()
+        for leaf, b in mod.named_buffers(recurse=False):
+            if leaf in ("weight", "bias"):  # frozen weight (FiGLU F) or frozen bias
+                fixed += b.numel()
+            else:
+                buffers += b.numel()
+        rows.append(ParamRow(name, node["op"], node["size"], trainable, fixed, buffers))
+    return rows
+
+
+def totals(rows: list[ParamRow]) -> dict[str, int]:
+    return {k: sum(getattr(r, k) for r in rows) for k in ("trainable", "fixed", "buffers")}
+
+
+def format_table(rows: list[ParamRow], only_nonzero: bool = True) -> str:
+    shown = [r for r in rows if not only_nonzero or (r.trainable or r.fixed or r.buffers)]
+    header = ("layer", "op", "units", "trainable", "fixed", "buffers")
+    body = [(r.layer, r.op, str(r.units), f"{r.trainable:,}", f"{r.fixed:,}", f"{r.buffers:,}")
+            for r in shown]
+    t = totals(rows)
+    body.append(("total", "", "", f"{t['trainable']:,}", f"{t['fixed']:,}", f"{t['buffers']:,}"))
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    lines = []
+    for j, row in enumerate([header, *body]):
+        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+        if j == 0 or j == len(body) - 1:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)

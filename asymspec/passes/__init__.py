@@ -1,0 +1,36 @@
+"""Asymmetry passes: each one rewrites the IR and records what it decided.
+
+Passes run in a fixed order (:data:`ORDER`) whatever the order in the spec, so results do not
+depend on YAML key order: biases first, then masks (W-Asym), then noise (syre), then FiGLU,
+whose own fixed maps the earlier passes must not touch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from asymspec.ir.graph import IRGraph
+from asymspec.passes import fixed_bias, sigma_asym, syre, w_asym
+
+PASSES: dict[str, Callable] = {
+    fixed_bias.NAME: fixed_bias.apply,
+    w_asym.NAME: w_asym.apply,
+    syre.NAME: syre.apply,
+    sigma_asym.NAME: sigma_asym.apply,
+}
+ORDER = ("fixed_bias", "w_asym", "syre", "sigma_asym")
+
+
+def run_passes(ir: IRGraph, asymmetry: dict | str | None, error) -> IRGraph:
+    """Apply every method configured in ``asymmetry`` to a copy of ``ir``."""
+    ir = ir.copy()
+    if not asymmetry or asymmetry == "none":
+        return ir
+    seed = int(asymmetry.get("seed", 0))
+    for name in ORDER:
+        cfg = asymmetry.get(name)
+        if cfg is None:
+            continue
+        changed = PASSES[name](ir, cfg, seed, error)
+        ir.g.graph["passes"].append({"pass": name, "layers": changed})
+    return ir

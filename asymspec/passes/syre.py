@@ -1,0 +1,33 @@
+"""syre asymmetry (Bürgin et al. 2026): a dense, fixed Gaussian offset on every weight.
+
+The effective weight is ``W + kappa * N`` with N ~ N(0, 1) frozen; every entry of a selected
+layer gets its own fixed value, so its edges all carry distinct colours for the verifier.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from asymspec.ir.graph import IRGraph
+from asymspec.passes.select import settings_for
+from asymspec.seeding import generator
+
+NAME = "syre"
+FIELDS = ("kappa",)
+
+
+def apply(ir: IRGraph, cfg: dict, seed: int, error) -> list[str]:
+    changed = []
+    for _, dst, edge in list(ir.dense_edges()):
+        if ir.node(dst)["added_by"] is not None:
+            continue
+        s = settings_for(dst, cfg, FIELDS)
+        if s is None or float(s.get("kappa", 1.0)) == 0.0:
+            continue
+        kappa = float(s.get("kappa", 1.0))
+        noise = torch.randn(edge["weight_shape"], generator=generator(seed, NAME, "noise", dst))
+        edge["offset"] = noise * kappa
+        edge["decided_by"].append(NAME)
+        ir.node(dst).setdefault("asymmetry", {})[NAME] = {"kappa": kappa}
+        changed.append(dst)
+    return changed

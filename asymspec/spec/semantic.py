@@ -1,0 +1,49 @@
+"""Checks JSON Schema cannot express, run by the loader on validated, default-filled data.
+
+Only checks that need nothing but the spec's own fields live here (resnet depth = 6n+2, cnn
+strides/channels lengths, odd cnn kernel, transformer heads | d_model).  Checks that need the
+built graph (cycles, unknown ``in`` names, shapes, nfix vs fan-in) belong to the IR builder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+Path = tuple[str | int, ...]
+
+
+def semantic_problems(data: dict[str, Any]) -> Iterator[tuple[tuple[Path, ...], str]]:
+    """Yield ``(field paths, message)`` for each problem, in a fixed order.
+
+    The first path is the field the problem is about; later ones are related fields to point at
+    instead when the first was not written in the file (e.g. a defaulted ``heads``).
+    """
+    model = data["model"]
+    family = model["family"]
+    if family == "resnet":
+        depth = model["depth"]
+        if (depth - 2) % 6 != 0:
+            lower = depth - (depth - 2) % 6
+            yield (("model", "depth"),), (
+                f"resnet depth must be 6n+2 (e.g. 20, 32, 44, 56, 110), got {depth}; "
+                f"nearest valid depths are {lower} and {lower + 6}")
+    elif family == "cnn":
+        strides, channels = model["strides"], model["channels"]
+        if strides is not None and len(strides) != len(channels):
+            yield (("model", "strides"), ("model", "channels")), (
+                f"must have one stride per conv layer: channels has {len(channels)} entries, "
+                f"strides has {len(strides)}")
+        if model["kernel_size"] % 2 == 0:
+            yield (("model", "kernel_size"),), (
+                f"must be odd (padding is kernel_size // 2), got {model['kernel_size']}")
+    elif family == "transformer":
+        d_model, heads = model["d_model"], model["heads"]
+        if d_model % heads != 0:
+            yield (("model", "heads"), ("model", "d_model")), (
+                f"d_model ({d_model}) must be divisible by heads ({heads})")
+        hidden = d_model * model["mlp_ratio"]
+        if not float(hidden).is_integer() or hidden < 1:
+            yield (("model", "mlp_ratio"), ("model", "d_model")), (
+                f"d_model * mlp_ratio must be a whole number >= 1 (the MLP width), got "
+                f"{d_model} * {model['mlp_ratio']} = {hidden}")

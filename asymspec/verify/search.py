@@ -1,0 +1,396 @@
+"""Exact automorphism group of a :class:`UnitGraph`: refinement, reduction, then bliss.
+
+Pipeline (see ``shared/notes/verifier-techniques.md`` for the measurements behind it)
+
+1. :func:`~asymspec.verify.refine.refine` computes an isomorphism-invariant stable colouring
+   ``chi``.  If it is discrete, the group is trivial and the refinement is the certificate.
+2. :func:`~asymspec.verify.reduce.reduce_graph` drops every edge class implied by ``chi`` (all
+   dense-block edges in the usual case) and splits off the *free* cells, whose symmetric groups
+   are direct factors.
+3. bliss (through python-igraph) computes the exact order and generators of the automorphism
+   group of what is left, with vertex colours = cells of ``chi`` and edge colours encoded by
+   subdividing ``u -> v`` into ``u -> w -> v`` where ``w`` gets a colour reserved for the edge
+   colour.  Subdivision is exact: in a simple graph ``w`` is determined by ``(u, v)`` and its
+   colour, so the group of the subdivided graph restricted to the original vertices is
+   isomorphic to the group of the edge-coloured graph.
+
+``|Aut(G)| = |Aut_bliss| * prod_free |cell|!``.  Every generator returned is checked against the
+*original* graph by :func:`verify_generator` (independently of the reduction); a failure is a
+bug and raises ``RuntimeError``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+import igraph as ig
+import numpy as np
+
+from asymspec.ir.unitgraph import UnitGraph
+from asymspec.verify.reduce import (
+    ReducedGraph,
+    check_simple,
+    normalise,
+    reduce_graph,
+)
+from asymspec.verify.refine import refine
+
+__all__ = ["AutomorphismResult", "find_automorphisms", "verify_generator"]
+
+_LN10 = math.log(10.0)
+_EXACT_CHECK_CHUNK = 1 << 22
+
+
+@dataclass
+class AutomorphismResult:
+    """The automorphism group of a unit graph.
+
+    ``order``: exact group order (a Python int; may have thousands of digits -- call
+    ``sys.set_int_max_str_digits(0)`` before printing it).  ``log10_order``: ``log10(order)``.
+    ``orbit_id``: int64 ``(n,)``, orbits numbered ``0..k-1`` in order of their smallest vertex.
+    ``generators``: permutations ``p`` (int64 ``(n,)``, vertex ``v`` maps to ``p[v]``) that
+    generate the group (unless ``certificate["generators_truncated"]``).  ``certificate``: how
+    the answer was obtained (kind, refinement rounds and cells, reduced sizes, timings in s).
+    """
+
+    order: int
+    log10_order: float
+    orbit_id: np.ndarray
+    generators: list[np.ndarray] = field(default_factory=list)
+    certificate: dict = field(default_factory=dict)
+
+    @property
+    def is_trivial(self) -> bool:
+        return self.order == 1
+
+    @property
+    def num_orbits(self) -> int:
+        return int(self.orbit_id.max()) + 1 if self.orbit_id.shape[0] else 0
+
+
+# ----------------------------------------------------------------------------------------------
+# generator verification
+# ----------------------------------------------------------------------------------------------
+
+
+class _EdgeIndex:
+    """Lookup structures of the denoted graph, built once and reused for many permutations."""
+
+    def __init__(self, ug: UnitGraph, *, checked: bool = False):
+        if not checked:
+            ug = normalise(ug)
+            check_simple(ug)
+        self.n = n = int(ug.n)
+        self.vertex_colour = np.asarray(ug.vertex_colour, dtype=np.int64)
+        self.src = np.asarray(ug.src, dtype=np.int64)
+        self.dst = np.asarray(ug.dst, dtype=np.int64)
+        self.colour = np.asarray(ug.edge_colour, dtype=np.int64)
+        keys = self.src * n + self.dst
+        order = np.argsort(keys, kind="stable")
+        self.keys = keys[order]
+        self.key_colour = self.colour[order]
+        bs = np.asarray(ug.block_src, dtype=np.int64).reshape(-1, 2)
+        bd = np.asarray(ug.block_dst, dtype=np.int64).reshape(-1, 2)
+        bc = np.asarray(ug.block_colour, dtype=np.int64)
+        ne = (bs[:, 1] > bs[:, 0]) & (bd[:, 1] > bd[:, 0])
+        self.bs, self.bd, self.bc = bs[ne], bd[ne], bc[ne]
+        self.blocks = {
+            (int(a), int(b), int(c), int(d), int(e))
+            for a, b, c, d, e in zip(
+                self.bs[:, 0], self.bs[:, 1], self.bd[:, 0], self.bd[:, 1], self.bc, strict=True
+            )
+        }
+
+    def explicit_colour(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For pair keys: (is explicit edge, its colour or garbage)."""
+        if self.keys.shape[0] == 0:
+            return np.zeros(keys.shape[0], dtype=bool), np.zeros(keys.shape[0], dtype=np.int64)
+        pos = np.searchsorted(self.keys, keys)
+        pos_c = np.minimum(pos, self.keys.shape[0] - 1)
+        hit = (pos < self.keys.shape[0]) & (self.keys[pos_c] == keys)
+        return hit, self.key_colour[pos_c]
+
+    def has_edges(self, u: np.ndarray, v: np.ndarray, c: np.ndarray | int) -> bool:
+        """Are all ``(u[i], v[i])`` edges of colour ``c[i]`` in the denoted graph?"""
+        hit, col = self.explicit_colour(u * self.n + v)
+        c = np.broadcast_to(np.asarray(c, dtype=np.int64), u.shape)
+        if not (col[hit] == c[hit]).all():
+            return False
+        rest = ~hit
+        if not rest.any():
+            return True
+        u, v, c = u[rest], v[rest], c[rest]
+        # not explicit, hence not overridden: must be a pair of a block of colour c
+        covered = np.zeros(u.shape[0], dtype=bool)
+        for i in range(self.bc.shape[0]):
+            covered |= (
+                (u >= self.bs[i, 0])
+                & (u < self.bs[i, 1])
+                & (v >= self.bd[i, 0])
+                & (v < self.bd[i, 1])
+                & (c == self.bc[i])
+            )
+        return bool(covered.all())
+
+    # -- checks ------------------------------------------------------------------------
+    def check(self, perm: np.ndarray) -> bool:
+        n = self.n
+        p = np.asarray(perm)
+        if p.shape != (n,) or not np.issubdtype(p.dtype, np.integer):
+            return False
+        p = p.astype(np.int64, copy=False)
+        if n and (p.min() < 0 or p.max() >= n):
+            return False
+        if n and not (np.bincount(p, minlength=n) == 1).all():
+            return False
+        if not (self.vertex_colour[p] == self.vertex_colour).all():
+            return False
+        fast = self._fast(p)
+        return fast if fast is not None else self._exact(p)
+
+    def _fast(self, p: np.ndarray) -> bool | None:
+        """``O(m + n + b)`` proof: explicit edges onto explicit edges (same colour) and every
+        block onto a block of the same colour.  Then a non-overridden block pair ``(x, y)`` maps
+        into a block; its image is not explicit (else ``p^-1`` -- which also permutes the
+        explicit edges -- would make ``(x, y)`` explicit), so it is a block edge of the same
+        colour.  Thus ``p`` maps edges into edges with colours, injectively on a finite set:
+        an automorphism.  Returns None when the representation is not preserved (the exact
+        check decides then)."""
+        n = self.n
+        if self.keys.shape[0]:
+            new_keys = p[self.src] * n + p[self.dst]
+            order = np.argsort(new_keys, kind="stable")
+            if not (
+                (new_keys[order] == self.keys).all()
+                and (self.colour[order] == self.key_colour).all()
+            ):
+                return None
+        for i in range(self.bc.shape[0]):
+            s = p[self.bs[i, 0] : self.bs[i, 1]]
+            d = p[self.bd[i, 0] : self.bd[i, 1]]
+            smin, smax, dmin, dmax = int(s.min()), int(s.max()), int(d.min()), int(d.max())
+            if smax - smin + 1 != s.shape[0] or dmax - dmin + 1 != d.shape[0]:
+                return None
+            if (smin, smax + 1, dmin, dmax + 1, int(self.bc[i])) not in self.blocks:
+                return None
+        return True
+
+    def _exact(self, p: np.ndarray) -> bool:
+        """Exact check that ``p`` maps every denoted edge to an edge of the same colour
+        (then, being injective on a finite edge set, it permutes the edges).  Memory bounded by
+        chunking; time ``O(|E| * b)`` -- only reached when ``_fast`` is inconclusive."""
+        n = self.n
+        if self.src.shape[0] and not self.has_edges(p[self.src], p[self.dst], self.colour):
+            return False
+        for i in range(self.bc.shape[0]):
+            slo, shi = int(self.bs[i, 0]), int(self.bs[i, 1])
+            dlo, dhi = int(self.bd[i, 0]), int(self.bd[i, 1])
+            ys = np.arange(dlo, dhi, dtype=np.int64)
+            rows = max(1, _EXACT_CHECK_CHUNK // (dhi - dlo))
+            for r0 in range(slo, shi, rows):
+                xs = np.arange(r0, min(shi, r0 + rows), dtype=np.int64)
+                x = np.repeat(xs, ys.shape[0])
+                y = np.tile(ys, xs.shape[0])
+                overridden, _ = self.explicit_colour(x * n + y)
+                x, y = x[~overridden], y[~overridden]
+                if not self.has_edges(p[x], p[y], int(self.bc[i])):
+                    return False
+        return True
+
+
+def verify_generator(ug: UnitGraph, perm: np.ndarray) -> bool:
+    """Is ``perm`` (vertex ``v`` maps to ``perm[v]``) an automorphism of the graph ``ug`` denotes?
+
+    Checks that ``perm`` is a permutation, preserves vertex colours, and maps edges to edges of
+    the same colour (direction included).  The common case is an ``O(m + n + b)`` structural
+    proof (explicit edges onto explicit edges, blocks onto blocks); if the permutation does not
+    preserve the block representation, an exact edge-by-edge check over the denoted graph
+    decides.  Raises ``ValueError`` if ``ug`` does not denote a simple graph.
+    """
+    return _EdgeIndex(ug).check(perm)
+
+
+# ----------------------------------------------------------------------------------------------
+# search
+# ----------------------------------------------------------------------------------------------
+
+
+def _canonical_orbits(membership: np.ndarray) -> np.ndarray:
+    """Renumber components ``0..k-1`` in order of their smallest vertex."""
+    if membership.shape[0] == 0:
+        return membership.astype(np.int64)
+    _, first, inv = np.unique(membership, return_index=True, return_inverse=True)
+    rank = np.empty(first.shape[0], dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(first.shape[0], dtype=np.int64)
+    return rank[inv.ravel()]
+
+
+def _bliss_graph(red: ReducedGraph, cell: np.ndarray, k: int) -> tuple[ig.Graph, list[int]]:
+    """Directed igraph graph of the reduced graph; subdivision vertices coloured ``k + c``."""
+    n_all = cell.shape[0]
+    verts = red.vertices
+    nv = verts.shape[0]
+    loc = np.full(n_all, -1, dtype=np.int64)
+    loc[verts] = np.arange(nv, dtype=np.int64)
+    s, d = loc[red.src], loc[red.dst]
+    direct = ~red.subdivide
+    sub = np.flatnonzero(red.subdivide)
+    w = nv + np.arange(sub.shape[0], dtype=np.int64)
+    edges = np.concatenate(
+        [
+            np.stack([s[direct], d[direct]], axis=1),
+            np.stack([s[sub], w], axis=1),
+            np.stack([w, d[sub]], axis=1),
+        ]
+    )
+    colours = np.concatenate([cell[verts], k + red.colour[sub]])
+    g = ig.Graph(n=nv + sub.shape[0], edges=edges.tolist(), directed=True)
+    return g, colours.tolist()
+
+
+def find_automorphisms(
+    ug: UnitGraph, *, want_generators: bool = True, max_generators: int | None = None
+) -> AutomorphismResult:
+    """Exact automorphism group of the graph denoted by ``ug``.
+
+    ``want_generators=False`` returns no generators (the bliss-derived ones are still built and
+    verified, and orbits are always computed).  ``max_generators`` caps the number returned
+    (orbits are computed from all of them; ``certificate["generators_truncated"]`` says so).
+    Raises ``ValueError`` for a malformed / non-simple unit graph and ``RuntimeError`` if a
+    generator fails verification (a bug).
+    """
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    n = int(ug.n)
+    t = time.perf_counter()
+    g0 = normalise(ug)
+    check_simple(g0)
+    timings["validate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ref = refine(g0)
+    timings["refine"] = time.perf_counter() - t
+    cell = ref.colour
+    cert: dict = {"rounds": ref.rounds, "cells": ref.cells, "vertices": n}
+
+    if ref.cells == n:
+        timings["total"] = time.perf_counter() - t_all
+        cert.update({"kind": "discrete-refinement", "timings": timings})
+        return AutomorphismResult(
+            order=1,
+            log10_order=0.0,
+            orbit_id=np.arange(n, dtype=np.int64),
+            generators=[],
+            certificate=cert,
+        )
+
+    t = time.perf_counter()
+    red = reduce_graph(g0, cell)
+    timings["reduce"] = time.perf_counter() - t
+    cert["reduced"] = dict(red.stats)
+
+    # ---- exact search on the rest ------------------------------------------------------
+    bliss_order = 1
+    bliss_gens: list[np.ndarray] = []  # in local indices of red.vertices
+    nv = int(red.vertices.shape[0])
+    if nv:
+        t = time.perf_counter()
+        g, colours = _bliss_graph(red, cell, ref.cells)
+        timings["bliss_build"] = time.perf_counter() - t
+        cert["reduced"]["bliss_vertices"] = g.vcount()
+        cert["reduced"]["bliss_edges"] = g.ecount()
+        # igraph converts the order through a decimal string: lift CPython's 4,300-digit limit
+        old_limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else None
+        if old_limit is not None:
+            sys.set_int_max_str_digits(0)
+        try:
+            t = time.perf_counter()
+            bliss_order = int(g.count_automorphisms(sh="fl", color=colours))
+            timings["bliss_count"] = time.perf_counter() - t
+            t = time.perf_counter()
+            raw = g.automorphism_group(sh="fl", color=colours) if bliss_order > 1 else []
+            timings["bliss_generators"] = time.perf_counter() - t
+        finally:
+            if old_limit is not None:
+                sys.set_int_max_str_digits(old_limit)
+        for gen in raw:
+            a = np.asarray(gen[:nv], dtype=np.int64)
+            if (a >= nv).any():
+                raise RuntimeError("bliss mapped an original vertex to a subdivision vertex")
+            if not (a == np.arange(nv)).all():
+                bliss_gens.append(a)
+
+    # ---- order -------------------------------------------------------------------------
+    sizes = red.free_cell_sizes
+    order = bliss_order * math.prod(math.factorial(int(s)) for s in sizes)
+    log10_order = math.log10(bliss_order) + float(
+        sum(math.lgamma(int(s) + 1) for s in sizes) / _LN10
+    )
+
+    # ---- generators, verification, orbits ----------------------------------------------
+    t = time.perf_counter()
+    index = _EdgeIndex(g0, checked=True)
+    verts = red.vertices
+    gens: list[np.ndarray] = []
+    for a in bliss_gens:
+        p = np.arange(n, dtype=np.int64)
+        p[verts] = verts[a]
+        if not index.check(p):
+            raise RuntimeError("bliss generator failed verification on the original graph")
+        gens.append(p)
+    n_bliss = len(gens)
+    if want_generators:
+        for cv in red.free_cells:
+            swap = np.arange(n, dtype=np.int64)
+            swap[cv[0]], swap[cv[1]] = cv[1], cv[0]
+            gens.append(swap)
+            if cv.shape[0] > 2:
+                cyc = np.arange(n, dtype=np.int64)
+                cyc[cv] = np.roll(cv, -1)
+                gens.append(cyc)
+        for p in gens[n_bliss:]:
+            if not index.check(p):
+                raise RuntimeError("free-cell generator failed verification (reduction bug)")
+    timings["verify"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    pairs = [np.zeros((0, 2), dtype=np.int64)]
+    for p in gens[:n_bliss]:
+        moved = np.flatnonzero(p != np.arange(n))
+        pairs.append(np.stack([moved, p[moved]], axis=1))
+    for cv in red.free_cells:
+        pairs.append(np.stack([cv[:-1], cv[1:]], axis=1))
+    edges = np.concatenate(pairs)
+    if edges.shape[0]:
+        comp = ig.Graph(n=n, edges=edges.tolist(), directed=False).connected_components()
+        orbit_id = _canonical_orbits(np.asarray(comp.membership, dtype=np.int64))
+    else:
+        orbit_id = np.arange(n, dtype=np.int64)
+    timings["orbits"] = time.perf_counter() - t
+
+    truncated = False
+    if not want_generators:
+        gens = []
+    elif max_generators is not None and len(gens) > max_generators:
+        gens = gens[: max(0, int(max_generators))]
+        truncated = True
+    timings["total"] = time.perf_counter() - t_all
+    cert.update(
+        {
+            "kind": "refinement+reduction+bliss" if nv else "refinement+reduction",
+            "bliss_log10_order": math.log10(bliss_order),
+            "free_log10_order": log10_order - math.log10(bliss_order),
+            "generators_truncated": truncated,
+            "timings": timings,
+        }
+    )
+    return AutomorphismResult(
+        order=order,
+        log10_order=log10_order,
+        orbit_id=orbit_id,
+        generators=gens,
+        certificate=cert,
+    )
