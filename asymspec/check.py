@@ -23,10 +23,9 @@ import numpy as np
 
 from asymspec.continuous import ContinuousSymmetry, continuous_symmetries
 from asymspec.ir.graph import IRGraph
-from asymspec.ir.units import expand
 from asymspec.ir.unitgraph import UnitGraph
+from asymspec.ir.units import expand
 from asymspec.verify import find_automorphisms
-
 
 _WEIGHTED = ("linear", "conv2d", "layernorm", "batchnorm", "groupnorm")
 

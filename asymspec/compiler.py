@@ -46,7 +46,9 @@ def build(spec: SpecLike, overrides: Sequence[str] | None = None,
     return emit(ir, s.data.get("seed", 0) if init_seed is None else init_seed)
 
 
-def example_inputs(ir: IRGraph, batch: int = 4, seed: int = 0, num_edges: int = 0) -> tuple[Any, ...]:
+def example_inputs(
+    ir: IRGraph, batch: int = 4, seed: int = 0, num_edges: int = 0
+) -> tuple[Any, ...]:
     """Deterministic random inputs for ``ir`` (a random graph for edge_index inputs)."""
     import torch
 

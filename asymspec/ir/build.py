@@ -36,7 +36,10 @@ class _Builder:
 
     # -------------------------------------------------------------- helpers
     def fail(self, decl: LayerDecl, message: str, field: str | None = None) -> SpecError:
-        path = tuple(decl.source) + ((field,) if field and decl.source[-1:] != (field,) else ())
+        # generic `layers:` entries have per-layer fields; family layers point at the family
+        # field that produced them
+        generic = tuple(decl.source[:2]) == ("model", "layers")
+        path = tuple(decl.source) + ((field,) if field and generic else ())
         return self.error(path, f"layer '{decl.name}': {message}")
 
     def node(self, name: str) -> dict:
@@ -98,7 +101,7 @@ class _Builder:
             deps.add_node(decl.name, order=i)
             if not decl.inputs:
                 raise self.fail(decl, "has no inputs", "in")
-            for j, src in enumerate(decl.inputs):
+            for src in decl.inputs:
                 if src not in names:
                     close = _closest(src, names)
                     hint = f" (did you mean '{close}'?)" if close else ""

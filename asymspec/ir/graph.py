@@ -90,7 +90,9 @@ class IRGraph:
             added_by=added_by,
         )
 
-    def add_dense_edge(self, src: str, dst: str, weight_shape: tuple[int, ...], slot: int = 0) -> None:
+    def add_dense_edge(
+        self, src: str, dst: str, weight_shape: tuple[int, ...], slot: int = 0
+    ) -> None:
         self.g.add_edge(
             src,
             dst,

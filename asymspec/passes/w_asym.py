@@ -50,7 +50,7 @@ def distinct_subsets(n: int, k: int, rows: int, gen: torch.Generator) -> np.ndar
 
 def apply(ir: IRGraph, cfg: dict, seed: int, error) -> list[str]:
     changed = []
-    for src, dst, edge in list(ir.dense_edges()):
+    for _, dst, edge in list(ir.dense_edges()):
         node = ir.node(dst)
         if node["added_by"] is not None:  # never mask a pass's own fixed maps (FiGLU's F)
             continue

@@ -66,8 +66,10 @@ def got(value: Any) -> str:
 
 
 def _suggest(word: str, candidates: Iterable[str]) -> str | None:
-    matches = difflib.get_close_matches(word, [c for c in candidates if isinstance(c, str)], 1, 0.6)
-    return matches[0] if matches else None
+    """The candidate closest to ``word`` (ignoring case), if any is close."""
+    by_lower = {c.lower(): c for c in candidates if isinstance(c, str)}
+    matches = difflib.get_close_matches(word.lower(), list(by_lower), 1, 0.6)
+    return by_lower[matches[0]] if matches else None
 
 
 def _discriminator(schema: dict[str, Any]) -> str:
@@ -127,6 +129,9 @@ def problems(error: ValidationError) -> list[Problem]:
                 continue
             where = _discriminator(schema)
             msg = f"missing required field {name!r}" + (f" (required{where})" if where else "")
+            choices = schema.get("properties", {}).get(name, {}).get("enum")
+            if choices:
+                msg += f"; one of {_one_of(choices)}"
             out.append(Problem((*path, name), msg, "parent", depth, _RANK["required"]))
         return out
     if kw == "type":

@@ -47,6 +47,10 @@ class ParsedYaml:
     keys: dict[Path, Location] = field(default_factory=dict)
 
 
+def _tag(tag: str) -> str:
+    return "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag
+
+
 def _loc(node: Node) -> Location:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
@@ -57,11 +61,15 @@ def parse_yaml(text: str, filename: str | None = None) -> ParsedYaml:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         raise _syntax_error(exc, filename) from None
-    except yaml.YAMLError as exc:  # ReaderError: a character YAML does not allow
-        position = getattr(exc, "position", 0) or 0
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        position = exc.position
         line = text.count("\n", 0, position) + 1
         column = position - (text.rfind("\n", 0, position) + 1) + 1
-        raise SpecError(f"invalid YAML: {exc}", filename, line, column) from None
+        code = ord(exc.character) if isinstance(exc.character, str) else exc.character
+        raise SpecError(f"invalid YAML: {exc.reason} (character #x{code:04x})", filename, line,
+                        column) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"invalid YAML: {exc}", filename, 1, 1) from None
     except RecursionError:
         raise SpecError("invalid YAML: nesting is too deep", filename, 1, 1) from None
     parsed = ParsedYaml(None)
@@ -113,11 +121,13 @@ class _Converter:
         try:
             if isinstance(node, SequenceNode):
                 if node.tag != _TAG + "seq":
-                    raise self.error(node, path, f"unsupported YAML tag {node.tag!r} on a list")
+                    raise self.error(node, path,
+                                     f"unsupported YAML tag {_tag(node.tag)!r} on a list")
                 return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
             if isinstance(node, MappingNode):
                 if node.tag != _TAG + "map":
-                    raise self.error(node, path, f"unsupported YAML tag {node.tag!r} on a mapping")
+                    raise self.error(node, path,
+                                     f"unsupported YAML tag {_tag(node.tag)!r} on a mapping")
                 return self.mapping(node, path)
             raise self.error(node, path, f"unsupported YAML node {type(node).__name__}")
         finally:
@@ -126,7 +136,7 @@ class _Converter:
     def scalar(self, node: ScalarNode, path: Path) -> Any:
         kind = _SCALAR_KINDS.get(node.tag)
         if kind is None:
-            raise self.error(node, path, f"unsupported YAML tag {node.tag!r}")
+            raise self.error(node, path, f"unsupported YAML tag {_tag(node.tag)!r}")
         if kind == "timestamp":
             return node.value
         constructors = {
