@@ -79,7 +79,7 @@ expect: symmetric
 name: cnn-base
 model:
   family: cnn
-  in_channels: 1
+  in_channels: 3
   input_size: 28
   channels: [16, 32, 64]
   kernel_size: 3
@@ -94,7 +94,7 @@ asymmetry:
   seed: 7
   w_asym:
     nfix: 3
-    mode: filters
+    mode: entries
   syre:
     kappa: 0.1
     layers: ["conv*"]

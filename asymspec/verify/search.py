@@ -2,6 +2,8 @@
 
 Pipeline (see ``shared/notes/verifier-techniques.md`` for the measurements behind it)
 
+0. :func:`~asymspec.verify.reduce.check_simple` validates that ``ug`` denotes a simple graph
+   (the reduction and the generator check count pairs) -- a sort of the explicit pairs.
 1. :func:`~asymspec.verify.refine.refine` computes an isomorphism-invariant stable colouring
    ``chi``.  If it is discrete, the group is trivial and the refinement is the certificate.
 2. :func:`~asymspec.verify.reduce.reduce_graph` drops every edge class implied by ``chi`` (all
