@@ -20,7 +20,7 @@ SpecLike = str | Path | dict | Spec
 
 def as_spec(spec: SpecLike, overrides: Sequence[str] | None = None) -> Spec:
     if isinstance(spec, Spec):
-        return spec if not overrides else load_spec(spec.data, overrides=list(overrides))
+        return spec if not overrides else spec.with_overrides(list(overrides))
     return load_spec(spec, overrides=list(overrides) if overrides else None)
 
 

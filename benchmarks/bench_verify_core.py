@@ -24,8 +24,10 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 import igraph as ig  # noqa: E402
 import numpy as np  # noqa: E402

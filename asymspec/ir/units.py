@@ -82,60 +82,100 @@ def _entry_codes(edge: dict) -> np.ndarray | None:
     return np.concatenate(parts, axis=2).reshape(out, inn, -1)
 
 
-def expand(ir: IRGraph) -> UnitGraph:
-    """The unit-level graph of ``ir`` (see :mod:`asymspec.ir.unitgraph` for its semantics)."""
-    order = [n for n in ir.topo_order() if ir.node(n)["size"] > 0]
-    names = list(order)
-    index = {n: i for i, n in enumerate(names)}
-    offsets: dict[str, int] = {}
-    sizes: dict[str, int] = {}
-    v = 0
-    for n in names:
-        offsets[n] = v
-        sizes[n] = ir.node(n)["size"]
-        v += sizes[n]
-    n_units = v
+_ELEMENTWISE = ("activation", "layernorm", "batchnorm", "avgpool", "maxpool",
+                "global_avg_pool", "global_max_pool", "token_mean", "token_first")
 
-    # ---- vertex colour keys (kind, node, a, b)
-    keys = [np.zeros((0, 4), dtype=np.int64)]
-    vnode = [np.zeros(0, dtype=np.int64)]
-    vunit = [np.zeros(0, dtype=np.int64)]
+
+def _merge_groups(ir: IRGraph, names: list[str]) -> dict[str, str]:
+    """Representative node of each node: an elementwise node reading one node through a full
+    identity map shares its units' vertices (its permutation is forced to equal its input's).
+
+    Merging keeps the group exact: the merged node's colours are folded into the vertex colours
+    and its out-edges keep colours of their own.  A merge that would create parallel edges
+    (both nodes feeding one consumer) is skipped.
+    """
+    rep = {n: n for n in names}
+    targets = {n: set(ir.consumers(n)) for n in names}
     for n in names:
         node = ir.node(n)
-        s = sizes[n]
+        if node["op"] not in _ELEMENTWISE or node["role"] in ("input", "output"):
+            continue
+        feats = [(u, e) for u, e in ir.in_edges(n) if ir.node(u)["size"] > 0]
+        if len(feats) != 1 or feats[0][1]["kind"] != "map":
+            continue
+        src, e = feats[0]
+        if ir.node(src)["size"] != node["size"] or not np.array_equal(
+                e["index"], np.arange(node["size"])):
+            continue
+        r = rep[src]
+        if (targets[r] - {n}) & targets[n]:
+            continue
+        rep[n] = r
+        targets[r] = (targets[r] - {n}) | targets[n]
+    return rep
+
+
+def expand(ir: IRGraph) -> UnitGraph:
+    """The unit-level graph of ``ir`` (see :mod:`asymspec.ir.unitgraph` for its semantics)."""
+    names = [n for n in ir.topo_order() if ir.node(n)["size"] > 0]
+    index = {n: i for i, n in enumerate(names)}
+    rep = _merge_groups(ir, names)
+    members: dict[str, list[str]] = {}
+    for n in names:
+        members.setdefault(rep[n], []).append(n)
+    offsets: dict[str, int] = {}
+    sizes: dict[str, int] = {n: ir.node(n)["size"] for n in names}
+    v = 0
+    for r in members:
+        offsets[r] = v
+        v += sizes[r]
+    for n in names:
+        offsets[n] = offsets[rep[n]]
+    n_units = v
+
+    # ---- vertex colours: per group, unique rows of the members' per-unit keys
+    colour_parts = []
+    vnode = []
+    vunit = []
+    next_id = 0
+    for r, group in members.items():
+        s = sizes[r]
         units = np.arange(s, dtype=np.int64)
-        k = np.zeros((s, 4), dtype=np.int64)
-        k[:, 1] = index[n]
-        if node["role"] in ("input", "output"):
-            k[:, 0] = _IO
-            k[:, 2] = units
-        else:
-            k[:, 0] = _PLAIN
+        cols = []
+        for m in group:
+            node = ir.node(m)
+            k = np.zeros((s, 3), dtype=np.int64)
+            if node["role"] in ("input", "output"):
+                k[:, 0] = units + 1
             if node["unit_colour"] is not None:
-                k[:, 2] = node["unit_colour"]
+                k[:, 1] = node["unit_colour"]
             if isinstance(node["bias"], torch.Tensor):
-                k[:, 3] = float_bits(node["bias"])
-        keys.append(k)
-        vnode.append(np.full(s, index[n], dtype=np.int64))
+                k[:, 2] = float_bits(node["bias"])
+            cols.append(k)
+        rows = np.concatenate(cols, axis=1)
+        _, local = np.unique(rows, axis=0, return_inverse=True)
+        local = local.reshape(-1)
+        colour_parts.append(next_id + local)
+        next_id += int(local.max()) + 1
+        vnode.append(np.full(s, index[r], dtype=np.int64))
         vunit.append(units)
 
     edges = _Edges()
-    aux_keys: list[np.ndarray] = []
+    aux_colours: list[np.ndarray] = []
 
     def new_aux(count: int, node_name: str, tag: int) -> int:
-        nonlocal v
+        nonlocal v, next_id
         first = v
-        k = np.zeros((count, 4), dtype=np.int64)
-        k[:, 0] = _AUX
-        k[:, 1] = index[node_name]
-        k[:, 2] = tag
-        aux_keys.append(k)
+        aux_colours.append(np.full(count, next_id, dtype=np.int64))
+        next_id += 1
         v += count
         return first
 
     for n in names:
         node = ir.node(n)
         d0 = offsets[n]
+        if rep[n] != n:
+            continue  # its only in-edge is the identity it was merged along
         for src, e in ir.in_edges(n):
             if sizes.get(src, 0) == 0:
                 continue
@@ -156,15 +196,14 @@ def expand(ir: IRGraph) -> UnitGraph:
             edges.add(offsets[src] + u, gv + u // per, edges.colours(1))
             edges.add(gv + u // per, d0 + u, edges.colours(1))
 
-    all_keys = np.concatenate(keys + aux_keys, axis=0)
-    _, vertex_colour = np.unique(all_keys, axis=0, return_inverse=True)
+    vertex_colour = np.concatenate(colour_parts + aux_colours).astype(np.int64)
     n_aux = v - n_units
     cat = np.concatenate
     empty = np.zeros(0, dtype=np.int64)
     blocks = np.array(edges.blocks, dtype=np.int64).reshape(-1, 5)
     return UnitGraph(
         n=v,
-        vertex_colour=vertex_colour.reshape(-1).astype(np.int64),
+        vertex_colour=vertex_colour,
         src=cat(edges.src) if edges.src else empty,
         dst=cat(edges.dst) if edges.dst else empty,
         edge_colour=cat(edges.col) if edges.col else empty,
