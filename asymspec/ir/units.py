@@ -23,10 +23,6 @@ import torch
 from asymspec.ir.graph import IRGraph
 from asymspec.ir.unitgraph import UnitGraph
 
-# vertex colour kinds
-_IO, _PLAIN, _AUX = 0, 1, 2
-
-
 def float_bits(t: torch.Tensor) -> np.ndarray:
     """Exact category of float values: float32 bits as int64, with -0.0 folded into +0.0."""
     a = t.detach().to(torch.float32).cpu().contiguous().numpy().copy()
