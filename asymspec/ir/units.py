@@ -23,6 +23,7 @@ import torch
 from asymspec.ir.graph import IRGraph
 from asymspec.ir.unitgraph import UnitGraph
 
+
 def float_bits(t: torch.Tensor) -> np.ndarray:
     """Exact category of float values: float32 bits as int64, with -0.0 folded into +0.0."""
     a = t.detach().to(torch.float32).cpu().contiguous().numpy().copy()
