@@ -1,7 +1,7 @@
 """Benchmark the exact automorphism search core against bliss on the fully explicit graph.
 
-Builds the neuron-level unit graph of the MLP 784-512-512-512-10 directly as a ``UnitGraph``
-(one dense block per weight matrix), in two variants:
+Builds the neuron-level unit graph of the MLP 784-512-512-512-10 through the real pipeline
+(spec -> IR -> :func:`asymspec.ir.units.expand`), in two variants:
 
 * standard: expected log10|Aut| = 3 log10 512! = 3499.62 with 797 orbits
   (784 inputs + 10 outputs as singletons + 3 hidden layers), see
@@ -32,53 +32,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import igraph as ig  # noqa: E402
 import numpy as np  # noqa: E402
 
+from asymspec.compiler import compile_ir  # noqa: E402
 from asymspec.ir.unitgraph import UnitGraph  # noqa: E402
+from asymspec.ir.units import expand  # noqa: E402
 from asymspec.verify import find_automorphisms  # noqa: E402
 
 SIZES = [784, 512, 512, 512, 10]
-TRAIN = 0
 
 
 def build_mlp(sizes: list[int], fixed_per_row: int = 0, seed: int = 0) -> UnitGraph:
-    rng = np.random.default_rng(seed)
-    offs = np.cumsum([0, *sizes])
-    n = int(offs[-1])
-    vc = np.zeros(n, dtype=np.int64)
-    vc[: sizes[0]] = 100 + np.arange(sizes[0])
-    for li in range(1, len(sizes) - 1):
-        vc[offs[li] : offs[li + 1]] = 10 + li
-    vc[offs[-2] :] = 100_000 + np.arange(sizes[-1])
-    nl = len(sizes) - 1
-    src, dst, col, blk = [], [], [], []
-    if fixed_per_row:
-        for li in range(nl):
-            fan_in, rows = sizes[li], sizes[li + 1]
-            k = min(fixed_per_row, fan_in)
-            # k distinct columns per row: argsort of random keys, vectorised over rows
-            cols = np.argsort(rng.random((rows, fan_in)), axis=1)[:, :k]
-            vals = rng.standard_normal((rows, k)).astype(np.float32)
-            vals[vals == 0] = 0.0  # -0.0 -> +0.0, one category for zero
-            src.append((offs[li] + cols).ravel())
-            dst.append(np.repeat(offs[li + 1] + np.arange(rows), k))
-            col.append(vals.view(np.int32).astype(np.int64).ravel() + (1 << 40))
-            blk.append(np.full(rows * k, li, dtype=np.int64))
-
-    def cat(parts):
-        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
-
-    return UnitGraph(
-        n=n,
-        vertex_colour=vc,
-        src=cat(src),
-        dst=cat(dst),
-        edge_colour=cat(col),
-        edge_block=cat(blk),
-        block_src=np.array([[offs[i], offs[i + 1]] for i in range(nl)], dtype=np.int64),
-        block_dst=np.array([[offs[i + 1], offs[i + 2]] for i in range(nl)], dtype=np.int64),
-        block_colour=np.full(nl, TRAIN, dtype=np.int64),
-        vertex_node=np.zeros(n, dtype=np.int64),
-        vertex_unit=np.arange(n, dtype=np.int64),
-    )
+    """The unit graph of a bias-free ReLU MLP, through the real pipeline (spec -> IR -> expand)."""
+    spec = {
+        "name": "bench_mlp",
+        "model": {"family": "mlp", "input_dim": sizes[0], "widths": list(sizes[1:-1]),
+                  "output_dim": sizes[-1], "bias": False},
+        "asymmetry": ({"seed": seed, "w_asym": {"nfix": fixed_per_row, "kappa": 1.0}}
+                      if fixed_per_row else "none"),
+    }
+    return expand(compile_ir(spec))
 
 
 def explicit_bliss_graph(ug: UnitGraph) -> tuple[ig.Graph, list[int]]:
@@ -93,8 +64,8 @@ def explicit_bliss_graph(ug: UnitGraph) -> tuple[ig.Graph, list[int]]:
         yy = np.tile(ys, xs.shape[0])
         keep = ~np.isin(xx * n + yy, key_ovr[ug.edge_block == b])
         edges.append(np.stack([xx[keep], yy[keep]], axis=1))
-    if not (ug.block_colour == TRAIN).all():
-        raise ValueError("benchmark graphs use one trainable block colour")
+    # block edges are left unsubdivided: vertex colours separate layers, so each block's
+    # colour is implied by its endpoints
     _, vcol = np.unique(ug.vertex_colour, return_inverse=True)
     base = int(vcol.max()) + 1
     m = ug.src.shape[0]
