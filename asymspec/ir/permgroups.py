@@ -1,0 +1,244 @@
+"""Permutation groups of a network: which units permute together, derived from the IR alone.
+
+This is the object Git Re-Basin calls a *permutation spec*.  Alignment (weight / activation
+matching), canonicalisation (NodeSort) and ``asymspec perm-spec`` all read it; none of them has
+per-architecture tables.
+
+Construction:
+
+* nodes joined by a **full identity map** (activation, norm, residual add, pooling, FiGLU's
+  product, ...) must be permuted identically: they form one :class:`PermGroup` (union-find);
+* attention ties ``q`` with ``k`` (scores are q·k) and ``v`` with the attention output; these
+  two groups are ``kind="heads"``: a permutation must keep heads as blocks, and both groups
+  must use the same head order (``head_partner``);
+* a group containing an input or output unit is ``fixed``;
+* nodes reached through **non-identity maps** (flatten, channel padding, concat) are *derived*:
+  their permutation follows from their inputs' (:meth:`PermSpec.node_perms`).  A group that a
+  derived node joins through an identity map would need a partially constrained permutation
+  (e.g. a ResNet option-A stream around its zero-padded channels); v1 marks it ``fixed`` —
+  sound (the function never changes) but it leaves that group unaligned;
+* a node with frozen per-unit biases (fixed_bias) fixes its group; masked / noisy weights do
+  not fix anything here — alignment of asymmetric nets is legal, just pointless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from asymspec.ir.graph import IRGraph
+from asymspec.ir.permute import tensor_axes
+
+
+@dataclass
+class PermGroup:
+    name: str
+    size: int
+    nodes: list[str]
+    kind: str = "free"  # free | heads | fixed
+    heads: int = 0
+    head_partner: str | None = None
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class PermSpec:
+    groups: dict[str, PermGroup]
+    node_group: dict[str, str]  # every permuted node that belongs to a group
+    derived: list[str]  # nodes whose permutation is computed from their inputs
+    axes: dict[str, tuple[str | None, ...]] = field(default_factory=dict)  # key -> group/axis
+
+    @property
+    def free_groups(self) -> list[PermGroup]:
+        return [g for g in self.groups.values() if g.kind != "fixed"]
+
+    def identity(self) -> dict[str, np.ndarray]:
+        return {g.name: np.arange(g.size) for g in self.free_groups}
+
+    def node_perms(self, ir: IRGraph, perms: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per-node unit permutations (for :func:`permute_state_dict`) from group permutations.
+
+        ``perms[group][u]`` is the new position of unit ``u``.  Groups not given stay.
+        """
+        out: dict[str, np.ndarray] = {}
+        for node, g in self.node_group.items():
+            if g in perms:
+                out[node] = np.asarray(perms[g], dtype=np.int64)
+        for node in self.derived:  # in topological order
+            p = _derived_perm(ir, node, out)
+            if p is not None:
+                out[node] = p
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": "asymspec-permspec/1",
+            "groups": [g.as_dict() for g in self.groups.values()],
+            "derived": self.derived,
+            "axes": {k: list(v) for k, v in self.axes.items()},
+        }
+
+
+def _derived_perm(ir: IRGraph, node: str, perms: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Permutation of a node fed only by index maps: unit j reads (edge e, unit index_e[j]);
+    under the inputs' permutations it moves to the unit reading (e, p_e[index_e[j]]) with the
+    same extra colour (spatial position / token)."""
+    nd = ir.node(node)
+    size = nd["size"]
+    colour = nd["unit_colour"] if nd["unit_colour"] is not None else np.zeros(size, np.int64)
+    keys: dict[tuple[int, int, int], int] = {}
+    src_of = np.full(size, -1)
+    idx_of = np.full(size, -1)
+    moved = False
+    for e_i, (src, e) in enumerate(ir.in_edges(node)):
+        if e["kind"] != "map" or ir.node(src)["size"] == 0:
+            continue
+        j = np.nonzero(e["index"] >= 0)[0]
+        src_of[j] = e_i
+        idx_of[j] = e["index"][j]
+        for jj, ii in zip(j.tolist(), e["index"][j].tolist()):
+            keys[(e_i, ii, int(colour[jj]))] = jj
+        if src in perms:
+            moved = True
+    if not moved:
+        return None
+    srcs = [s for s, _ in ir.in_edges(node)]
+    out = np.arange(size)
+    for jj in range(size):
+        if src_of[jj] < 0:
+            continue
+        p = perms.get(srcs[src_of[jj]])
+        if p is None:
+            continue
+        out[jj] = keys[(int(src_of[jj]), int(p[idx_of[jj]]), int(colour[jj]))]
+    return out
+
+
+class _UnionFind:
+    def __init__(self, items: list[str]) -> None:
+        self.parent = {x: x for x in items}
+
+    def find(self, x: str) -> str:
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+
+
+def _is_full_identity(ir: IRGraph, src: str, dst: str, e: dict) -> bool:
+    return (e["kind"] == "map" and ir.node(src)["size"] == ir.node(dst)["size"] > 0
+            and np.array_equal(e["index"], np.arange(ir.node(dst)["size"])))
+
+
+def perm_spec(ir: IRGraph, state_keys: list[str] | None = None) -> PermSpec:
+    """Derive the permutation spec of ``ir`` (``state_keys``: fill ``axes`` for these keys)."""
+    order = [n for n in ir.topo_order() if ir.node(n)["size"] > 0]
+    uf = _UnionFind(order)
+    derived = []
+    for n in order:
+        node = ir.node(n)
+        ins = [(u, e) for u, e in ir.in_edges(n) if ir.node(u)["size"] > 0]
+        if node["op"] == "attention":
+            q, k, v = node["inputs"]
+            uf.union(q, k)
+            uf.union(v, n)
+            continue
+        maps = [(u, e) for u, e in ins if e["kind"] == "map"]
+        full = [(u, e) for u, e in maps if _is_full_identity(ir, u, n, e)]
+        for u, _ in full:
+            uf.union(u, n)
+        if maps and len(full) < len(maps):
+            derived.append(n)
+    members: dict[str, list[str]] = {}
+    for n in order:
+        members.setdefault(uf.find(n), []).append(n)
+    groups: dict[str, PermGroup] = {}
+    node_group: dict[str, str] = {}
+    derived_set = set(derived)
+    for root, nodes in members.items():
+        name = nodes[0]
+        g = PermGroup(name, ir.node(root)["size"], nodes)
+        for n in nodes:
+            node = ir.node(n)
+            if node["role"] in ("input", "output"):
+                g.kind, g.reason = "fixed", f"contains {node['role']} '{n}'"
+            elif isinstance(node["bias"], torch.Tensor):
+                g.kind, g.reason = "fixed", f"frozen biases at '{n}'"
+            elif node["op"] == "groupnorm" and node["attrs"]["groups"] > 1:
+                g.kind, g.reason = "fixed", f"GroupNorm with groups at '{n}'"
+            elif n in derived_set and len(nodes) > 1:
+                g.kind, g.reason = "fixed", f"'{n}' is partly derived (padding / concat)"
+        if g.kind != "fixed" and len(nodes) == 1 and nodes[0] in derived_set:
+            continue  # a purely derived node: no group of its own
+        groups[name] = g
+        for n in nodes:
+            node_group[n] = name
+    # attention: heads kind, partner groups share the head order
+    for n in order:
+        node = ir.node(n)
+        if node["op"] != "attention":
+            continue
+        q, _, v = node["inputs"]
+        gq, gv = groups[node_group[q]], groups[node_group[v]]
+        for g, other in ((gq, gv), (gv, gq)):
+            if g.kind != "fixed":
+                g.kind, g.heads, g.head_partner = "heads", node["attrs"]["heads"], other.name
+        if gq.kind == "fixed" or gv.kind == "fixed":
+            gq.kind = gv.kind = "fixed"
+            gq.reason = gv.reason = gq.reason or gv.reason
+    # a fixed group containing a derived node pins the groups feeding that node (their units
+    # are copied into it); propagate until nothing changes
+    changed = True
+    while changed:
+        changed = False
+        for d in derived:
+            gd = groups.get(node_group.get(d, ""))
+            if gd is None or gd.kind != "fixed":
+                continue
+            for src in ir.node(d)["inputs"]:
+                gs = groups.get(node_group.get(src, ""))
+                if gs is not None and gs.kind != "fixed":
+                    gs.kind, gs.reason = "fixed", f"feeds '{d}' of a fixed group"
+                    changed = True
+    for g in groups.values():
+        if g.kind == "fixed":
+            for n in g.nodes:
+                node_group.pop(n, None)
+    spec = PermSpec(groups, node_group, [n for n in derived if n not in node_group])
+    for key in state_keys or []:
+        axes = tensor_axes(ir, key)
+        if axes:
+            spec.axes[key] = tuple(node_group.get(a) if a else None for a in axes)
+    return spec
+
+
+def random_group_perms(spec: PermSpec, gen: torch.Generator) -> dict[str, np.ndarray]:
+    """A random permutation for every non-fixed group, respecting head structure."""
+    out: dict[str, np.ndarray] = {}
+    head_orders: dict[frozenset, np.ndarray] = {}
+    for g in spec.free_groups:
+        if g.kind == "heads":
+            pair = frozenset((g.name, g.head_partner))
+            if pair not in head_orders:
+                head_orders[pair] = torch.randperm(g.heads, generator=gen).numpy()
+            dh = g.size // g.heads
+            order = head_orders[pair]
+            perm = np.empty(g.size, dtype=np.int64)
+            for h in range(g.heads):
+                within = torch.randperm(dh, generator=gen).numpy()
+                perm[h * dh + np.arange(dh)] = order[h] * dh + within
+            out[g.name] = perm
+        else:
+            out[g.name] = torch.randperm(g.size, generator=gen).numpy()
+    return out
