@@ -156,5 +156,23 @@ def check_cmd(spec: str, overrides: tuple[str, ...], as_json: bool,
     sys.exit(0 if report.ok else 1)
 
 
+# Commands that live with their feature (audit, alignment, experiment runs) attach themselves to
+# `main` when their module is imported.
+_SUBCOMMAND_MODULES = ("asymspec.audit.cli", "asymspec.align.cli", "asymspec.run.cli")
+
+
+def _register_subcommands() -> None:
+    import importlib
+
+    for name in _SUBCOMMAND_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # feature not installed in this tree yet
+            if exc.name is None or not name.startswith(exc.name):
+                raise
+
+
+_register_subcommands()
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
