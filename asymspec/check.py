@@ -144,16 +144,26 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def node_permutations(ug: UnitGraph, perm: np.ndarray) -> dict[str, np.ndarray]:
-    """Split a vertex permutation into per-IR-node unit permutations (moved nodes only)."""
-    out = {}
+def node_permutations(ug: UnitGraph, moved: np.ndarray, images: np.ndarray
+                      ) -> dict[str, np.ndarray]:
+    """Split a sparse vertex permutation into per-IR-node unit permutations (moved nodes only).
+
+    Nodes that share vertices in the unit graph (identity-tied, see ``ir.units``) all get the
+    permutation of their shared vertex set."""
+    out: dict[str, np.ndarray] = {}
+    if moved.shape[0] == 0:
+        return out
     for name in ug.node_names:
         o, s = ug.node_offsets[name], ug.node_sizes[name]
-        local = perm[o:o + s] - o
-        if not np.array_equal(local, np.arange(s)):
-            if local.min() < 0 or local.max() >= s:
-                raise AssertionError(f"generator maps units of {name} outside the node")
-            out[name] = local.astype(np.int64)
+        inside = (moved >= o) & (moved < o + s)
+        if not inside.any():
+            continue
+        local = np.arange(s, dtype=np.int64)
+        dst = images[inside] - o
+        if dst.min() < 0 or dst.max() >= s:
+            raise AssertionError(f"generator maps units of {name} outside the node")
+        local[moved[inside] - o] = dst
+        out[name] = local
     return out
 
 
@@ -164,7 +174,7 @@ def check_ir(ir: IRGraph, expect: str | None = None) -> CheckReport:
     t1 = time.perf_counter()
     res = find_automorphisms(ug)
     t2 = time.perf_counter()
-    gens = [node_permutations(ug, p) for p in res.generators]
+    gens = [node_permutations(ug, m, i) for m, i in res.sparse_generators]
     gens = [g for g in gens if g]
     layers = []
     for name in ug.node_names:

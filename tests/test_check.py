@@ -147,3 +147,18 @@ def test_continuous_rules() -> None:
 def test_check_accepts_emitted_module() -> None:
     model = asymspec.build(_mlp_spec({"w_asym": {"nfix": 3}}))
     assert asymspec.check(model).order == 1
+
+
+def test_transformer_closed_form_heads_and_within_head() -> None:
+    """Per layer: heads permute (h!), q/k dims within a head jointly and v/out dims within a head
+    jointly ((d_h!)^(2h)), MLP hidden (m!); plus the residual stream (d!)."""
+    report = check_ir(asymspec.compile_ir(SPECS / "transformer_small.yaml"))
+
+    def lf(n: int) -> float:
+        return math.lgamma(n + 1) / math.log(10)
+
+    per_layer = lf(4) + 2 * 4 * lf(16) + lf(256)
+    assert report.log10_order == pytest.approx(2 * per_layer + lf(64), abs=1e-6)
+    assert report.certificate["reduced"]["component_classes"] >= 2
+    assert_generators_are_symmetries(asymspec.compile_ir(SPECS / "transformer_small.yaml"),
+                                     report, max_gens=40)

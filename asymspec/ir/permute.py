@@ -19,11 +19,15 @@ _WEIGHT_LEAVES = ("weight", "weight_mask", "weight_fixed", "weight_offset")
 _UNIT_LEAVES = ("bias", "weight", "running_mean", "running_var")
 
 
-def tensor_axes(ir: IRGraph, key: str) -> tuple[str | None, ...] | None:
+def tensor_axes(ir: IRGraph, key: str) -> tuple[str | None | tuple[str, ...], ...] | None:
     """For a state_dict key, the IR node permuting each axis (None: not permuted).
 
-    Returns None for keys that do not belong to an IR node (they are never permuted).
+    Returns None for keys that do not belong to an IR node (they are never permuted).  Entries
+    are node names, None, or (audit IRs only) a tuple of node names for a packed axis.
     """
+    table = ir.g.graph.get("tensor_axes")
+    if table is not None:
+        return table.get(key)
     prefix, _, leaf = key.rpartition(".")
     if prefix not in ir.g:
         return None
@@ -55,7 +59,19 @@ def permute_state_dict(
         axes = tensor_axes(ir, key)
         t = value
         for dim, node in enumerate(axes or ()):
-            if node is not None and node in inverse and dim < t.dim():
+            if dim >= t.dim() or node is None:
+                continue
+            if isinstance(node, tuple):  # packed axis: concatenated units of several nodes
+                if not any(n in inverse for n in node):
+                    continue
+                parts, offset = [], 0
+                for n in node:
+                    size = ir.node(n)["size"]
+                    inv = inverse.get(n, torch.arange(size))
+                    parts.append(inv + offset)
+                    offset += size
+                t = t.index_select(dim, torch.cat(parts).to(t.device))
+            elif node in inverse:
                 t = t.index_select(dim, inverse[node].to(t.device))
         out[key] = t
     return out

@@ -79,37 +79,63 @@ def _entry_codes(edge: dict) -> np.ndarray | None:
     return np.concatenate(parts, axis=2).reshape(out, inn, -1)
 
 
-_ELEMENTWISE = ("activation", "layernorm", "batchnorm", "avgpool", "maxpool",
-                "global_avg_pool", "global_max_pool", "token_mean", "token_first")
+def _is_full_identity(ir: IRGraph, u: str, v: str, e: dict) -> bool:
+    size = ir.node(v)["size"]
+    return (e["kind"] == "map" and ir.node(u)["size"] == size > 0
+            and ir.node(v)["unit_colour"] is None
+            and np.array_equal(e["index"], np.arange(size)))
 
 
 def _merge_groups(ir: IRGraph, names: list[str]) -> dict[str, str]:
-    """Representative node of each node: an elementwise node reading one node through a full
-    identity map shares its units' vertices (its permutation is forced to equal its input's).
+    """Representative node of each node: nodes joined by a full identity map share vertices.
 
-    Merging keeps the group exact: the merged node's colours are folded into the vertex colours
-    and its out-edges keep colours of their own.  A merge that would create parallel edges
-    (both nodes feeding one consumer) is skipped.
+    A full identity map ``u -> v`` forces every automorphism to permute ``u`` and ``v`` alike
+    (unit ``i`` of ``v`` is the only neighbour of unit ``i`` of ``u`` along that edge colour),
+    so the two unit sets can be one vertex set: colours of all members are folded into the
+    vertex colours, edges keep their own colours, and identity maps inside a merged set are
+    dropped (they are implied).  This shrinks residual streams and norm/activation chains to
+    one vertex set each, which is what keeps the exact search small.  A merge that would put
+    any other edge inside one set, or two edges between the same pair of sets, is skipped —
+    such graphs keep the plain encoding.
     """
-    rep = {n: n for n in names}
-    targets = {n: set(ir.consumers(n)) for n in names}
-    for n in names:
-        node = ir.node(n)
-        if node["op"] not in _ELEMENTWISE or node["role"] in ("input", "output"):
+    topo = {n: i for i, n in enumerate(names)}
+    parent = {n: n for n in names}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    edges = [(u, v, _is_full_identity(ir, u, v, e)) for u, v, e in ir.g.edges(data=True)
+             if u in parent and v in parent]
+
+    def valid(a: str, b: str) -> bool:
+        def g(x: str) -> str:
+            r = find(x)
+            return a if r == b else r
+
+        seen = set()
+        for u, v, full in edges:
+            gu, gv = g(u), g(v)
+            if gu == gv:
+                if not full:
+                    return False
+                continue
+            if (gu, gv) in seen:
+                return False
+            seen.add((gu, gv))
+        return True
+
+    candidates = sorted((e for e in edges if e[2]), key=lambda e: (topo[e[1]], topo[e[0]]))
+    for u, v, _ in candidates:
+        ru, rv = find(u), find(v)
+        if ru == rv:
             continue
-        feats = [(u, e) for u, e in ir.in_edges(n) if ir.node(u)["size"] > 0]
-        if len(feats) != 1 or feats[0][1]["kind"] != "map":
-            continue
-        src, e = feats[0]
-        if ir.node(src)["size"] != node["size"] or not np.array_equal(
-                e["index"], np.arange(node["size"])):
-            continue
-        r = rep[src]
-        if (targets[r] - {n}) & targets[n]:
-            continue
-        rep[n] = r
-        targets[r] = (targets[r] - {n}) | targets[n]
-    return rep
+        a, b = (ru, rv) if topo[ru] <= topo[rv] else (rv, ru)
+        if valid(a, b):
+            parent[b] = a
+    return {n: find(n) for n in names}
 
 
 def expand(ir: IRGraph) -> UnitGraph:
@@ -171,11 +197,9 @@ def expand(ir: IRGraph) -> UnitGraph:
     for n in names:
         node = ir.node(n)
         d0 = offsets[n]
-        if rep[n] != n:
-            continue  # its only in-edge is the identity it was merged along
         for src, e in ir.in_edges(n):
-            if sizes.get(src, 0) == 0:
-                continue
+            if sizes.get(src, 0) == 0 or rep[src] == rep[n]:
+                continue  # identity maps inside a merged vertex set are implied
             s0 = offsets[src]
             if e["kind"] == "map":
                 j = np.nonzero(e["index"] >= 0)[0]

@@ -25,14 +25,17 @@ from asymspec.spec.yaml_lines import parse_yaml
 Source = str | os.PathLike[str] | Mapping[str, Any]
 
 
-def load_spec(source: Source, overrides: Sequence[str] | None = None) -> Spec:
+def load_spec(source: Source, overrides: Sequence[str] | None = None, *,
+              schema: str = "model") -> Spec:
     """Load a spec from a YAML file path (``str`` or path-like) or from a dict.
 
     ``overrides`` are ``dotted.key=value`` strings applied before validation.  Every problem
     with the spec raises :class:`SpecError`; specs from a dict have no line numbers.
+    ``schema`` names the schema in ``schemas/`` (``"experiment"`` for experiment specs); the
+    model-specific semantic checks and derived defaults only run for ``"model"``.
     """
     if isinstance(source, Mapping):
-        return _finish(to_plain(source), None, {}, {}, None, overrides)
+        return _finish(to_plain(source), None, {}, {}, None, overrides, schema)
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"load_spec() takes a path or a dict, got {type(source).__name__}")
     filename = os.fspath(source)
@@ -43,11 +46,11 @@ def load_spec(source: Source, overrides: Sequence[str] | None = None) -> Spec:
                         filename) from None
     except OSError as exc:
         raise SpecError(f"cannot read spec file: {exc.strerror or exc}", filename) from None
-    return load_spec_text(text, filename, overrides)
+    return load_spec_text(text, filename, overrides, schema=schema)
 
 
 def load_spec_text(text: str, filename: str | None = None,
-                   overrides: Sequence[str] | None = None) -> Spec:
+                   overrides: Sequence[str] | None = None, *, schema: str = "model") -> Spec:
     """Load a spec from YAML text; ``filename`` is only used in messages."""
     parsed = parse_yaml(text, filename)
     if parsed.data is None:
@@ -57,12 +60,12 @@ def load_spec_text(text: str, filename: str | None = None,
         line, column = parsed.values[()]
         raise SpecError(f"the spec must be a mapping (name: ..., model: ...), got "
                         f"{type_name(parsed.data)}", filename, line, column)
-    return _finish(parsed.data, filename, parsed.values, parsed.keys, text, overrides)
+    return _finish(parsed.data, filename, parsed.values, parsed.keys, text, overrides, schema)
 
 
 def _finish(data: dict[str, Any], file: str | None, values: dict[Path, Location],
             keys: dict[Path, Location], text: str | None,
-            overrides: Sequence[str] | None) -> Spec:
+            overrides: Sequence[str] | None, schema: str = "model") -> Spec:
     if isinstance(overrides, str):
         raise TypeError("overrides must be a list of 'key=value' strings, not one string")
     parsed = tuple(parse_override(o, i + 1) for i, o in enumerate(overrides or ()))
@@ -77,13 +80,15 @@ def _finish(data: dict[str, Any], file: str | None, values: dict[Path, Location]
         keys = {p: loc for p, loc in keys.items() if p[:n] != override.path}
     spec = Spec(data, file, values, text, keys, parsed, created)
 
-    schema_validator = validator("model")
+    schema_validator = validator(schema)
     errors = list(schema_validator.iter_errors(data))
     if errors:
         problem, more = pick(errors, spec.locate)
         raise _located(spec, problem, more)
 
     spec.data = fill_defaults(data, schema_validator.schema, schema_validator)
+    if schema != "model":
+        return spec
     for paths, message in semantic_problems(spec.data):
         chosen = next((p for p in paths if p in spec.locations or spec.override_for(p)), paths[0])
         raise spec.error(chosen, message)

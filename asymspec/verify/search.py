@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import igraph as ig
@@ -46,6 +47,29 @@ _LN10 = math.log(10.0)
 _EXACT_CHECK_CHUNK = 1 << 22
 
 
+class SparsePerms(Sequence):
+    """Permutations of ``n`` vertices stored by their support: ``(moved, images)`` pairs.
+
+    Indexing returns the dense int64 array (vertex ``v`` maps to ``p[v]``), built on demand, so a
+    GPT-sized group with thousands of generators never holds them all densely.
+    """
+
+    def __init__(self, n: int, items: list[tuple[np.ndarray, np.ndarray]] | None = None):
+        self.n = n
+        self.items: list[tuple[np.ndarray, np.ndarray]] = list(items or [])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return SparsePerms(self.n, self.items[i])
+        moved, images = self.items[i]
+        p = np.arange(self.n, dtype=np.int64)
+        p[moved] = images
+        return p
+
+
 @dataclass
 class AutomorphismResult:
     """The automorphism group of a unit graph.
@@ -61,8 +85,19 @@ class AutomorphismResult:
     order: int
     log10_order: float
     orbit_id: np.ndarray
-    generators: list[np.ndarray] = field(default_factory=list)
+    generators: Sequence[np.ndarray] = field(default_factory=list)
     certificate: dict = field(default_factory=dict)
+
+    @property
+    def sparse_generators(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Generators as ``(moved vertices, their images)``."""
+        if isinstance(self.generators, SparsePerms):
+            return self.generators.items
+        out = []
+        for p in self.generators:
+            moved = np.flatnonzero(p != np.arange(p.shape[0]))
+            out.append((moved, p[moved]))
+        return out
 
     @property
     def is_trivial(self) -> bool:
@@ -152,6 +187,33 @@ class _EdgeIndex:
             return False
         fast = self._fast(p)
         return fast if fast is not None else self._exact(p)
+
+    def check_sparse(self, moved: np.ndarray, images: np.ndarray) -> bool:
+        """Like :meth:`check` for a permutation given by its support; only edges and blocks
+        touching the support are examined (falls back to the dense check when the block
+        representation is not preserved)."""
+        n = self.n
+        if moved.shape[0] == 0:
+            return True
+        if np.unique(moved).shape[0] != moved.shape[0] or not np.array_equal(
+                np.sort(moved), np.sort(images)):
+            return False
+        if not (self.vertex_colour[images] == self.vertex_colour[moved]).all():
+            return False
+        p = np.arange(n, dtype=np.int64)
+        p[moved] = images
+        if self.src.shape[0]:
+            touched = np.isin(self.src, moved) | np.isin(self.dst, moved)
+            u, v, c = self.src[touched], self.dst[touched], self.colour[touched]
+            hit, col = self.explicit_colour(p[u] * n + p[v])
+            if not (hit.all() and (col == c).all()):
+                return self._exact(p)
+        for i in range(self.bc.shape[0]):
+            for lo, hi in ((self.bs[i, 0], self.bs[i, 1]), (self.bd[i, 0], self.bd[i, 1])):
+                inside = (moved >= lo) & (moved < hi)
+                if inside.any() and not ((images[inside] >= lo) & (images[inside] < hi)).all():
+                    return self.check(p)
+        return True
 
     def _fast(self, p: np.ndarray) -> bool | None:
         """``O(m + n + b)`` proof: explicit edges onto explicit edges (same colour) and every
@@ -253,6 +315,81 @@ def _bliss_graph(red: ReducedGraph, cell: np.ndarray, k: int) -> tuple[ig.Graph,
     return g, colours.tolist()
 
 
+def _bliss(g: ig.Graph, colours: list[int], what: str):
+    # igraph converts big orders through a decimal string: lift CPython's 4,300-digit limit
+    old = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else None
+    if old is not None:
+        sys.set_int_max_str_digits(0)
+    try:
+        if what == "count":
+            return int(g.count_automorphisms(sh="fl", color=colours))
+        if what == "canon":
+            return g.canonical_permutation(sh="fl", color=colours)
+        return g.automorphism_group(sh="fl", color=colours)
+    finally:
+        if old is not None:
+            sys.set_int_max_str_digits(old)
+
+
+def _search_components(
+    g: ig.Graph, colours: list[int], nv: int, vertices: np.ndarray
+) -> tuple[int, float, list[tuple[np.ndarray, np.ndarray]], int, int]:
+    """Exact group of ``g`` as a product over connected components.
+
+    Components are grouped into classes by their canonical form (bliss canonical labelling,
+    colours included: equal forms <=> colour-preserving isomorphic).  For a class of ``k``
+    isomorphic components the group is ``Aut(C) wr S_k``: order ``|Aut(C)|^k * k!``, generated
+    by ``Aut(C_1)``'s generators and the swaps ``C_1 <-> C_j`` along the canonical isomorphism.
+    Components of different classes cannot be mapped onto each other.  Generators come back
+    sparse, in original vertex ids (subdivision vertices dropped).
+    """
+    col = np.asarray(colours, dtype=np.int64)
+    membership = np.asarray(g.connected_components(mode="weak").membership, dtype=np.int64)
+    order_idx = np.argsort(membership, kind="stable")
+    bounds = np.flatnonzero(np.diff(membership[order_idx])) + 1
+    comps = np.split(order_idx, bounds) if membership.shape[0] else []
+    classes: dict[bytes, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for vs in comps:
+        sub = g.induced_subgraph(vs.tolist(), implementation="create_from_scratch")
+        ccol = col[vs].tolist()
+        canon = np.asarray(_bliss(sub, ccol, "canon"), dtype=np.int64)
+        inv = np.empty_like(canon)
+        inv[canon] = np.arange(canon.shape[0])
+        el = np.asarray(sub.get_edgelist(), dtype=np.int64).reshape(-1, 2)
+        cel = canon[el]
+        cel = cel[np.lexsort((cel[:, 1], cel[:, 0]))]
+        key = (np.int64(vs.shape[0]).tobytes() + col[vs][inv].tobytes() + cel.tobytes())
+        classes.setdefault(key, []).append((vs, canon))
+    order = 1
+    log10 = 0.0
+    gens: list[tuple[np.ndarray, np.ndarray]] = []
+    for members in classes.values():
+        k = len(members)
+        vs1, canon1 = members[0]
+        sub = g.induced_subgraph(vs1.tolist(), implementation="create_from_scratch")
+        ccol = col[vs1].tolist()
+        c_order = _bliss(sub, ccol, "count")
+        order *= c_order**k * math.factorial(k)
+        log10 += k * math.log10(c_order) + math.lgamma(k + 1) / _LN10  # exact for big ints
+        orig = vs1 < nv
+        if c_order > 1:
+            for gen in _bliss(sub, ccol, "gens"):
+                a = np.asarray(gen, dtype=np.int64)
+                moved = np.flatnonzero((a != np.arange(a.shape[0])) & orig)
+                if moved.size:
+                    if (vs1[a[moved]] >= nv).any():
+                        raise RuntimeError("bliss mapped an original vertex to a subdivision one")
+                    gens.append((vertices[vs1[moved]], vertices[vs1[a[moved]]]))
+        for vsj, canonj in members[1:]:
+            invj = np.empty_like(canonj)
+            invj[canonj] = np.arange(canonj.shape[0])
+            image = vsj[invj[canon1]]  # C_1 local x -> vertex of C_j with the same canon id
+            keep = orig
+            a, b = vs1[keep], image[keep]
+            gens.append((vertices[np.concatenate([a, b])], vertices[np.concatenate([b, a])]))
+    return order, log10, gens, len(comps), len(classes)
+
+
 def find_automorphisms(
     ug: UnitGraph, *, want_generators: bool = True, max_generators: int | None = None
 ) -> AutomorphismResult:
@@ -294,9 +431,10 @@ def find_automorphisms(
     timings["reduce"] = time.perf_counter() - t
     cert["reduced"] = dict(red.stats)
 
-    # ---- exact search on the rest ------------------------------------------------------
+    # ---- exact search on the rest, one connected component at a time ------------------
     bliss_order = 1
-    bliss_gens: list[np.ndarray] = []  # in local indices of red.vertices
+    bliss_log10 = 0.0
+    sparse: list[tuple[np.ndarray, np.ndarray]] = []  # original vertex ids
     nv = int(red.vertices.shape[0])
     if nv:
         t = time.perf_counter()
@@ -304,65 +442,42 @@ def find_automorphisms(
         timings["bliss_build"] = time.perf_counter() - t
         cert["reduced"]["bliss_vertices"] = g.vcount()
         cert["reduced"]["bliss_edges"] = g.ecount()
-        # igraph converts the order through a decimal string: lift CPython's 4,300-digit limit
-        old_limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else None
-        if old_limit is not None:
-            sys.set_int_max_str_digits(0)
-        try:
-            t = time.perf_counter()
-            bliss_order = int(g.count_automorphisms(sh="fl", color=colours))
-            timings["bliss_count"] = time.perf_counter() - t
-            t = time.perf_counter()
-            raw = g.automorphism_group(sh="fl", color=colours) if bliss_order > 1 else []
-            timings["bliss_generators"] = time.perf_counter() - t
-        finally:
-            if old_limit is not None:
-                sys.set_int_max_str_digits(old_limit)
-        for gen in raw:
-            a = np.asarray(gen[:nv], dtype=np.int64)
-            if (a >= nv).any():
-                raise RuntimeError("bliss mapped an original vertex to a subdivision vertex")
-            if not (a == np.arange(nv)).all():
-                bliss_gens.append(a)
+        t = time.perf_counter()
+        bliss_order, bliss_log10, sparse, ncomp, nclass = _search_components(
+            g, colours, nv, red.vertices)
+        timings["bliss"] = time.perf_counter() - t
+        cert["reduced"]["components"] = ncomp
+        cert["reduced"]["component_classes"] = nclass
 
     # ---- order -------------------------------------------------------------------------
     sizes = red.free_cell_sizes
     order = bliss_order * math.prod(math.factorial(int(s)) for s in sizes)
-    log10_order = math.log10(bliss_order) + float(
+    log10_order = bliss_log10 + float(
         sum(math.lgamma(int(s) + 1) for s in sizes) / _LN10
     )
 
     # ---- generators, verification, orbits ----------------------------------------------
     t = time.perf_counter()
     index = _EdgeIndex(g0, checked=True)
-    verts = red.vertices
-    gens: list[np.ndarray] = []
-    for a in bliss_gens:
-        p = np.arange(n, dtype=np.int64)
-        p[verts] = verts[a]
-        if not index.check(p):
+    for moved, images in sparse:
+        if not index.check_sparse(moved, images):
             raise RuntimeError("bliss generator failed verification on the original graph")
-        gens.append(p)
-    n_bliss = len(gens)
+    n_bliss = len(sparse)
+    gens = list(sparse)
     if want_generators:
         for cv in red.free_cells:
-            swap = np.arange(n, dtype=np.int64)
-            swap[cv[0]], swap[cv[1]] = cv[1], cv[0]
-            gens.append(swap)
+            gens.append((cv[:2].copy(), cv[1::-1].copy()))
             if cv.shape[0] > 2:
-                cyc = np.arange(n, dtype=np.int64)
-                cyc[cv] = np.roll(cv, -1)
-                gens.append(cyc)
-        for p in gens[n_bliss:]:
-            if not index.check(p):
+                gens.append((cv.copy(), np.roll(cv, -1)))
+        for moved, images in gens[n_bliss:]:
+            if not index.check_sparse(moved, images):
                 raise RuntimeError("free-cell generator failed verification (reduction bug)")
     timings["verify"] = time.perf_counter() - t
 
     t = time.perf_counter()
     pairs = [np.zeros((0, 2), dtype=np.int64)]
-    for p in gens[:n_bliss]:
-        moved = np.flatnonzero(p != np.arange(n))
-        pairs.append(np.stack([moved, p[moved]], axis=1))
+    for moved, images in sparse:
+        pairs.append(np.stack([moved, images], axis=1))
     for cv in red.free_cells:
         pairs.append(np.stack([cv[:-1], cv[1:]], axis=1))
     edges = np.concatenate(pairs)
@@ -372,6 +487,7 @@ def find_automorphisms(
     else:
         orbit_id = np.arange(n, dtype=np.int64)
     timings["orbits"] = time.perf_counter() - t
+    gens = SparsePerms(n, gens)
 
     truncated = False
     if not want_generators:
@@ -383,8 +499,8 @@ def find_automorphisms(
     cert.update(
         {
             "kind": "refinement+reduction+bliss" if nv else "refinement+reduction",
-            "bliss_log10_order": math.log10(bliss_order),
-            "free_log10_order": log10_order - math.log10(bliss_order),
+            "bliss_log10_order": bliss_log10,
+            "free_log10_order": log10_order - bliss_log10,
             "generators_truncated": truncated,
             "timings": timings,
         }
