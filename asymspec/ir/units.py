@@ -240,6 +240,33 @@ def expand(ir: IRGraph) -> UnitGraph:
     )
 
 
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser on uint64 (wrapping arithmetic)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def exact_row_ids(rows: np.ndarray) -> tuple[np.ndarray, int]:
+    """Ids with ``id[i] == id[j]`` exactly when ``rows[i] == rows[j]`` (and the id count).
+
+    Rows are hashed to 64 bits first (``np.unique`` on wide rows sorts a void dtype and is slow),
+    then every hash group is checked for a collision; colliding groups fall back to the exact
+    row comparison, so the ids are always exact — colours must never merge by accident.
+    """
+    with np.errstate(over="ignore"):
+        h = np.zeros(rows.shape[0], dtype=np.uint64)
+        for j in range(rows.shape[1]):
+            h = _mix(h ^ rows[:, j].astype(np.uint64) ^ np.uint64(j * 0x9E3779B97F4A7C15 % 2**64))
+    uniq, first, ids = np.unique(h, return_index=True, return_inverse=True)
+    ids = ids.reshape(-1)
+    if not (rows == rows[first[ids]]).all():  # a collision: exact (slow) path
+        _, ids = np.unique(rows, axis=0, return_inverse=True)
+        ids = ids.reshape(-1)
+        return ids, int(ids.max()) + 1 if ids.size else 0
+    return ids, int(uniq.shape[0])
+
+
 def _dense(edges: _Edges, e: dict, s0: int, s_size: int, d0: int, d_size: int) -> None:
     codes = _entry_codes(e)
     if codes is None:  # all entries plain-trainable: one implicit complete block
@@ -252,8 +279,8 @@ def _dense(edges: _Edges, e: dict, s0: int, s_size: int, d0: int, d_size: int) -
     special = np.nonzero(~plain)[0]
     if special.size == 0:
         return
-    uniq, local = np.unique(flat[special], axis=0, return_inverse=True)
-    base = edges.colours(uniq.shape[0])
+    local, count = exact_row_ids(flat[special])
+    base = edges.colours(count)
     o, i = np.divmod(special, inn)
     edges.add(s0 + i, d0 + o, base + local.reshape(-1), block=block)
 
