@@ -37,6 +37,7 @@ class LayerReport:
     units: int
     orbits: int
     largest_orbit: int
+    tied_to: str = ""  # first layer whose units this layer's units must follow (same vertex set)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -81,17 +82,17 @@ class CheckReport:
     def format_text(self) -> str:
         lines = [f"{self.name}: permutation symmetries"]
         moved = [r for r in self.layers if r.orbits < r.units]
-        weighted = [r for r in moved if r.op in _WEIGHTED]
         if moved:
-            hidden = len(moved) - len(weighted)
-            moved = weighted or moved
-            w = max(len(r.layer) for r in moved)
-            lines.append(f"  {'layer'.ljust(w)}  {'op':<12} units  orbits  largest")
+            sets: dict[str, list[LayerReport]] = {}
             for r in moved:
-                lines.append(f"  {r.layer.ljust(w)}  {r.op:<12} {r.units:>5}  {r.orbits:>6}  "
+                sets.setdefault(r.tied_to or r.layer, []).append(r)
+            head = "layers (units tied together)"
+            w = min(60, max([len(head)] + [len(_tied_label(v)) for v in sets.values()]))
+            lines.append(f"  {head.ljust(w)}  units  orbits  largest")
+            for members in sets.values():
+                r = members[0]
+                lines.append(f"  {_tied_label(members).ljust(w)}  {r.units:>5}  {r.orbits:>6}  "
                              f"{r.largest_orbit:>7}")
-            if moved is weighted and hidden:
-                lines.append(f"  (+{hidden} parameter-free layers that move with these)")
             fixed = sum(r.orbits == r.units for r in self.layers)
             lines.append(f"  ({fixed} other layers: every unit fixed)")
         else:
@@ -126,6 +127,12 @@ class CheckReport:
             return (f"proven by colour refinement (discrete partition of {c.get('cells')} "
                     f"cells after {c.get('rounds')} rounds)")
         return f"proven by exhaustive search ({c.get('kind')})"
+
+
+def _tied_label(members: list[LayerReport]) -> str:
+    weighted = [m.layer for m in members if m.op in _WEIGHTED] or [members[0].layer]
+    extra = len(members) - 1
+    return weighted[0] + (f" (+{extra} tied)" if extra else "")
 
 
 def _short(names: list[str], k: int = 4) -> str:
@@ -177,12 +184,15 @@ def check_ir(ir: IRGraph, expect: str | None = None) -> CheckReport:
     gens = [node_permutations(ug, m, i) for m, i in res.sparse_generators]
     gens = [g for g in gens if g]
     layers = []
+    first_at: dict[int, str] = {}
     for name in ug.node_names:
         node = ir.node(name)
         o, s = ug.node_offsets[name], ug.node_sizes[name]
         ids = res.orbit_id[o:o + s]
         _, counts = np.unique(ids, return_counts=True)
-        layers.append(LayerReport(name, node["op"], s, int(counts.size), int(counts.max())))
+        tied = first_at.setdefault(o, name)
+        layers.append(LayerReport(name, node["op"], s, int(counts.size), int(counts.max()),
+                                  tied if tied != name else ""))
     spec = ir.g.graph.get("spec")
     if expect is None and spec is not None:
         expect = spec.data.get("expect")

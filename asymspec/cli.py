@@ -18,7 +18,18 @@ from asymspec.errors import UserError
 
 
 class _Group(click.Group):
-    """Turns :class:`UserError` into a message on stderr and exit code 2."""
+    """Turns :class:`UserError` into a message on stderr and exit code 2; loads feature
+    commands lazily (:data:`LAZY_COMMANDS`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name not in self.commands and name in LAZY_COMMANDS:
+            import importlib
+
+            importlib.import_module(LAZY_COMMANDS[name])
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -156,23 +167,18 @@ def check_cmd(spec: str, overrides: tuple[str, ...], as_json: bool,
     sys.exit(0 if report.ok else 1)
 
 
-# Commands that live with their feature (audit, alignment, experiment runs) attach themselves to
-# `main` when their module is imported.
-_SUBCOMMAND_MODULES = ("asymspec.audit.cli", "asymspec.align.cli", "asymspec.run.cli")
+# Commands that live with their feature (audit, alignment, experiment runs) are imported only
+# when invoked (or listed), so `asymspec check` does not pay for torch-geometric or Ray imports.
+# Their modules attach the commands to `main` with `@main.command`.
+LAZY_COMMANDS = {
+    "audit": "asymspec.audit.cli",
+    "perm-spec": "asymspec.audit.cli",
+    "align": "asymspec.align.cli",
+    "canonicalize": "asymspec.align.cli",
+    "run": "asymspec.run.cli",
+    "report": "asymspec.run.cli",
+}
 
-
-def _register_subcommands() -> None:
-    import importlib
-
-    for name in _SUBCOMMAND_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # feature not installed in this tree yet
-            if exc.name is None or not name.startswith(exc.name):
-                raise
-
-
-_register_subcommands()
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
