@@ -162,3 +162,35 @@ def test_transformer_closed_form_heads_and_within_head() -> None:
     assert report.certificate["reduced"]["component_classes"] >= 2
     assert_generators_are_symmetries(asymspec.compile_ir(SPECS / "transformer_small.yaml"),
                                      report, max_gens=40)
+
+
+def _siamese(asym="none") -> dict:
+    """Two inputs through one shared linear map, summed, then a head."""
+    layers = [
+        {"name": "enc", "op": "linear", "in": "x1", "out_features": 5},
+        {"name": "enc_b", "op": "linear", "in": "x2", "out_features": 5, "share": "enc"},
+        {"name": "a1", "op": "activation", "in": "enc", "fn": "relu"},
+        {"name": "a2", "op": "activation", "in": "enc_b", "fn": "relu"},
+        {"name": "mix", "op": "linear", "in": "a1", "out_features": 4},
+        {"name": "mix_b", "op": "linear", "in": "a2", "out_features": 4},
+        {"name": "sum", "op": "add", "in": ["mix", "mix_b"]},
+        {"name": "head", "op": "linear", "in": "sum", "out_features": 2},
+    ]
+    return {"name": "siamese", "asymmetry": asym,
+            "model": {"family": "layers", "inputs": {"x1": {"shape": [6]}, "x2": {"shape": [6]}},
+                      "layers": layers}}
+
+
+def test_weight_sharing_ties_both_uses() -> None:
+    ir = asymspec.compile_ir(_siamese())
+    model = asymspec.nn.emit(ir)
+    assert "enc_b.weight" not in model.state_dict()  # one tensor, owned by enc
+    report = check_ir(ir)
+    # enc/enc_b units must move together (5!), and sum's 4 units (4!); a1/a2 follow enc/enc_b
+    assert report.order == math.factorial(5) * math.factorial(4)
+    for gen in report.generators:
+        if "enc" in gen or "enc_b" in gen:
+            assert (gen["enc"] == gen["enc_b"]).all()
+    assert_generators_are_symmetries(ir, report)
+    asym = asymspec.compile_ir(_siamese({"seed": 0, "w_asym": {"nfix": 1, "kappa": 1.0}}))
+    assert torch.equal(asym.edge("x1", "enc")["mask"], asym.edge("x2", "enc_b")["mask"])

@@ -104,7 +104,7 @@ def test_layers_defaults_inside_arrays_and_maps() -> None:
     assert m["inputs"]["img"] == {"shape": [3, 8, 8], "kind": "tensor"}
     c, c5, g, p, pad, gap, fc = m["layers"]
     assert c == {"name": "c", "op": "conv2d", "in": "img", "out_channels": 4, "kernel_size": 3,
-                 "stride": 1, "padding": 1, "bias": True}
+                 "stride": 1, "padding": 1, "bias": True, "share": None}
     assert c5["padding"] == 2  # null default resolved to kernel_size // 2
     assert g["groups"] == 1
     assert p["stride"] == 4  # null default resolved to kernel_size

@@ -108,6 +108,14 @@ class _Builder:
                     raise self.fail(decl, f"input '{src}' is not defined{hint}", "in")
                 if src in decl_by_name:
                     deps.add_edge(src, decl.name)
+            owner = decl.params.get("share")
+            if owner:
+                if owner not in decl_by_name or decl_by_name[owner].op != decl.op:
+                    raise self.fail(decl, f"share: '{owner}' is not a {decl.op} layer", "share")
+                if decl_by_name[owner].params.get("share"):
+                    raise self.fail(decl, f"share: '{owner}' itself shares another layer's "
+                                    "weight; name the owner", "share")
+                deps.add_edge(owner, decl.name)
         try:
             cycle = nx.find_cycle(deps)
         except nx.NetworkXNoCycle:
@@ -153,6 +161,21 @@ class _Builder:
         return self.ir
 
     # -------------------------------------------------------------- ops
+    def _share(self, d: LayerDecl, src: str) -> None:
+        """Point the new dense edge at the owner's parameter (weight sharing)."""
+        owner = d.params.get("share")
+        if not owner:
+            return
+        mine = self.ir.edge(src, d.name)
+        o_src, o_edge = self.ir.dense_edge(owner)
+        if o_edge["weight_shape"] != mine["weight_shape"]:
+            raise self.fail(d, f"share: weight shape {list(mine['weight_shape'])} differs from "
+                            f"'{owner}''s {list(o_edge['weight_shape'])}", "share")
+        mine["param"] = o_edge["param"]
+        node = self.node(d.name)
+        node["shares"] = owner
+        node["bias"] = self.node(owner)["bias"]
+
     def op_linear(self, d: LayerDecl) -> None:
         (src,) = self._arity(d, 1)
         nd = self.expect_layout(d, src, ("vector", "tokens"))
@@ -161,6 +184,7 @@ class _Builder:
         bias = "trainable" if d.params.get("bias", True) else None
         self.add(d, out, shape, nd["layout"], attrs={"in_features": nd["size"]}, bias=bias)
         self.ir.add_dense_edge(src, d.name, (out, nd["size"]))
+        self._share(d, src)
 
     def op_conv2d(self, d: LayerDecl) -> None:
         (src,) = self._arity(d, 1)
@@ -180,6 +204,7 @@ class _Builder:
                  attrs={"kernel_size": k, "stride": s, "padding": p, "in_channels": c},
                  bias=bias)
         self.ir.add_dense_edge(src, d.name, (out, c, k, k))
+        self._share(d, src)
 
     def _elementwise(self, d: LayerDecl, role: str = "hidden", **attrs) -> None:
         (src,) = self._arity(d, 1)

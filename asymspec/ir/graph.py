@@ -20,6 +20,8 @@ Node attributes (all plain Python / torch values):
               position of a flattened unit) that automorphisms must preserve
 ``source``    JSON path of the spec field that produced the node (for error messages)
 ``added_by``  name of the pass that inserted the node, if any
+``shares``    for a linear/conv that reuses another layer's weight and bias: that owner's name
+              (its dense edge's ``param`` names the owner's tensor; masks are the owner's)
 
 Edge attributes (edge ``u -> v`` means ``v`` reads ``u``):
 
@@ -86,6 +88,7 @@ class IRGraph:
             attrs=dict(attrs or {}),
             bias=bias,
             unit_colour=None,
+            shares=None,
             source=tuple(source),
             added_by=added_by,
         )

@@ -154,6 +154,12 @@ def perm_spec(ir: IRGraph, state_keys: list[str] | None = None) -> PermSpec:
             uf.union(q, k)
             uf.union(v, n)
             continue
+        owner = node.get("shares")
+        if owner:  # every use of a shared tensor is permuted alike
+            uf.union(owner, n)
+            (src_n, _), (src_o, _) = ir.dense_edge(n), ir.dense_edge(owner)
+            if ir.node(src_o)["size"] > 0:
+                uf.union(src_o, src_n)
         maps = [(u, e) for u, e in ins if e["kind"] == "map"]
         full = [(u, e) for u, e in maps if _is_full_identity(ir, u, n, e)]
         for u, _ in full:

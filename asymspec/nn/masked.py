@@ -96,3 +96,22 @@ class AsymConv2d(MaskedWeightMixin):
         kind = "frozen" if self.frozen else ("masked" if self.weight_mask is not None else "")
         return (f"{self.in_channels} -> {self.out_channels}, k={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}" + (f", {kind}" if kind else ""))
+
+
+class SharedDense(nn.Module):
+    """A second use of another layer's weight and bias (weight sharing).
+
+    The owner is referenced, not registered, so ``state_dict`` holds the tensors once, under the
+    owner's name; gradients from every use accumulate into them.
+    """
+
+    def __init__(self, owner: MaskedWeightMixin, stride: int = 1, padding: int = 0) -> None:
+        super().__init__()
+        object.__setattr__(self, "owner", owner)
+        self.stride, self.padding = stride, padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.owner.effective_weight()
+        if w.dim() == 2:
+            return F.linear(x, w, self.owner.bias)
+        return F.conv2d(x, w, self.owner.bias, self.stride, self.padding)

@@ -14,7 +14,7 @@ from torch import nn
 
 from asymspec.ir.graph import IRGraph
 from asymspec.nn import ops
-from asymspec.nn.masked import AsymConv2d, AsymLinear
+from asymspec.nn.masked import AsymConv2d, AsymLinear, SharedDense
 from asymspec.seeding import generator
 
 Factory = Callable[[IRGraph, str, torch.Generator], nn.Module]
@@ -96,7 +96,13 @@ class IRModule(nn.Module):
             if node["op"] == "input":
                 continue
             gen = generator(init_seed, "init", name)
-            self._register(name, OP_MODULES[node["op"]](ir, name, gen))
+            if node.get("shares"):
+                a = node["attrs"]
+                module = SharedDense(self.get_submodule(node["shares"]), a.get("stride", 1),
+                                     a.get("padding", 0))
+            else:
+                module = OP_MODULES[node["op"]](ir, name, gen)
+            self._register(name, module)
             self._steps.append((name, list(node["inputs"])))
         self._modules_by_name = {n: self.get_submodule(n) for n, _ in self._steps}
         object.__setattr__(self, "ir", ir)  # not a submodule, not in state_dict

@@ -33,4 +33,19 @@ def run_passes(ir: IRGraph, asymmetry: dict | str | None, error) -> IRGraph:
             continue
         changed = PASSES[name](ir, cfg, seed, error)
         ir.g.graph["passes"].append({"pass": name, "layers": changed})
+    sync_shared(ir)
     return ir
+
+
+def sync_shared(ir: IRGraph) -> None:
+    """Layers that share a weight use the owner's masks, fixed values, noise and bias."""
+    for name in ir.g.nodes:
+        owner = ir.node(name).get("shares")
+        if not owner:
+            continue
+        _, mine = ir.dense_edge(name)
+        _, theirs = ir.dense_edge(owner)
+        for key in ("mask", "fixed", "offset"):
+            mine[key] = theirs[key]
+        mine["decided_by"] = list(theirs["decided_by"])
+        ir.node(name)["bias"] = ir.node(owner)["bias"]

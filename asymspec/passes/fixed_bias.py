@@ -21,7 +21,7 @@ def apply(ir: IRGraph, cfg: dict, seed: int, error) -> list[str]:
     changed = []
     for name in list(ir.g.nodes):
         node = ir.node(name)
-        if node["bias"] != "trainable" or node["added_by"] is not None:
+        if node["bias"] != "trainable" or node["added_by"] is not None or node["shares"]:
             continue
         s = settings_for(name, cfg, FIELDS)
         if s is None:

@@ -19,7 +19,7 @@ FIELDS = ("kappa",)
 def apply(ir: IRGraph, cfg: dict, seed: int, error) -> list[str]:
     changed = []
     for _, dst, edge in list(ir.dense_edges()):
-        if ir.node(dst)["added_by"] is not None:
+        if ir.node(dst)["shares"] or ir.node(dst)["added_by"] is not None:
             continue
         s = settings_for(dst, cfg, FIELDS)
         if s is None or float(s.get("kappa", 1.0)) == 0.0:

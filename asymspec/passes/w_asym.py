@@ -52,7 +52,8 @@ def apply(ir: IRGraph, cfg: dict, seed: int, error) -> list[str]:
     changed = []
     for _, dst, edge in list(ir.dense_edges()):
         node = ir.node(dst)
-        if node["added_by"] is not None:  # never mask a pass's own fixed maps (FiGLU's F)
+        # never mask a pass's own fixed maps (FiGLU's F); sharers follow their owner
+        if node["shares"] or node["added_by"] is not None:
             continue
         s = settings_for(dst, cfg, FIELDS)
         if s is None or int(s["nfix"]) == 0:
