@@ -151,26 +151,39 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def node_permutations(ug: UnitGraph, moved: np.ndarray, images: np.ndarray
+class _VertexSets:
+    """Vertex ranges of the unit graph and the IR nodes sharing each (identity-tied nodes)."""
+
+    def __init__(self, ug: UnitGraph) -> None:
+        ranges: dict[int, list[str]] = {}
+        for name in ug.node_names:
+            ranges.setdefault(ug.node_offsets[name], []).append(name)
+        self.starts = np.array(sorted(ranges), dtype=np.int64)
+        self.names = [ranges[int(o)] for o in self.starts]
+        self.sizes = np.array([ug.node_sizes[n[0]] for n in self.names], dtype=np.int64)
+
+
+def node_permutations(sets: _VertexSets, moved: np.ndarray, images: np.ndarray
                       ) -> dict[str, np.ndarray]:
     """Split a sparse vertex permutation into per-IR-node unit permutations (moved nodes only).
 
     Nodes that share vertices in the unit graph (identity-tied, see ``ir.units``) all get the
-    permutation of their shared vertex set."""
+    permutation of their shared vertex set; auxiliary vertices are ignored."""
     out: dict[str, np.ndarray] = {}
     if moved.shape[0] == 0:
         return out
-    for name in ug.node_names:
-        o, s = ug.node_offsets[name], ug.node_sizes[name]
-        inside = (moved >= o) & (moved < o + s)
-        if not inside.any():
-            continue
-        local = np.arange(s, dtype=np.int64)
+    k = np.searchsorted(sets.starts, moved, side="right") - 1
+    valid = (k >= 0) & (moved < sets.starts[np.maximum(k, 0)] + sets.sizes[np.maximum(k, 0)])
+    for r in np.unique(k[valid]):
+        o, size = int(sets.starts[r]), int(sets.sizes[r])
+        inside = valid & (k == r)
         dst = images[inside] - o
-        if dst.min() < 0 or dst.max() >= s:
-            raise AssertionError(f"generator maps units of {name} outside the node")
+        if dst.min() < 0 or dst.max() >= size:
+            raise AssertionError(f"generator maps units of {sets.names[r][0]} outside the node")
+        local = np.arange(size, dtype=np.int64)
         local[moved[inside] - o] = dst
-        out[name] = local
+        for name in sets.names[r]:
+            out[name] = local
     return out
 
 
@@ -181,7 +194,8 @@ def check_ir(ir: IRGraph, expect: str | None = None) -> CheckReport:
     t1 = time.perf_counter()
     res = find_automorphisms(ug)
     t2 = time.perf_counter()
-    gens = [node_permutations(ug, m, i) for m, i in res.sparse_generators]
+    sets = _VertexSets(ug)
+    gens = [node_permutations(sets, m, i) for m, i in res.sparse_generators]
     gens = [g for g in gens if g]
     layers = []
     first_at: dict[int, str] = {}

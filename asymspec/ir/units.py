@@ -107,34 +107,48 @@ def _merge_groups(ir: IRGraph, names: list[str]) -> dict[str, str]:
             x = parent[x]
         return x
 
-    edges = [(u, v, _is_full_identity(ir, u, v, e)) for u, v, e in ir.g.edges(data=True)
-             if u in parent and v in parent]
-
-    def valid(a: str, b: str) -> bool:
-        def g(x: str) -> str:
-            r = find(x)
-            return a if r == b else r
-
-        seen = set()
-        for u, v, full in edges:
-            gu, gv = g(u), g(v)
-            if gu == gv:
-                if not full:
-                    return False
-                continue
-            if (gu, gv) in seen:
-                return False
-            seen.add((gu, gv))
-        return True
-
-    candidates = sorted((e for e in edges if e[2]), key=lambda e: (topo[e[1]], topo[e[0]]))
-    for u, v, _ in candidates:
+    # group-level adjacency, maintained under merges: neighbours and, per ordered pair, how many
+    # edges are NOT full identities (those may never become internal)
+    out: dict[str, set[str]] = {n: set() for n in names}
+    inn: dict[str, set[str]] = {n: set() for n in names}
+    hard: dict[tuple[str, str], int] = {}
+    candidates = []
+    for u, v, e in ir.g.edges(data=True):
+        if u not in parent or v not in parent:
+            continue
+        out[u].add(v)
+        inn[v].add(u)
+        if _is_full_identity(ir, u, v, e):
+            candidates.append((u, v))
+        else:
+            hard[(u, v)] = hard.get((u, v), 0) + 1
+    candidates.sort(key=lambda c: (topo[c[1]], topo[c[0]]))
+    for u, v in candidates:
         ru, rv = find(u), find(v)
         if ru == rv:
             continue
         a, b = (ru, rv) if topo[ru] <= topo[rv] else (rv, ru)
-        if valid(a, b):
-            parent[b] = a
+        if hard.get((a, b)) or hard.get((b, a)):
+            continue  # a weighted edge would end up inside one vertex set
+        if (out[a] & out[b]) - {a, b} or (inn[a] & inn[b]) - {a, b}:
+            continue  # two edges between the same pair of vertex sets
+        parent[b] = a
+        for c in out.pop(b):
+            inn[c].discard(b)
+            if c != a:
+                inn[c].add(a)
+                out[a].add(c)
+            if (b, c) in hard:
+                hard[(a, c)] = hard.get((a, c), 0) + hard.pop((b, c))
+        for c in inn.pop(b):
+            out[c].discard(b)
+            if c != a:
+                out[c].add(a)
+                inn[a].add(c)
+            if (c, b) in hard:
+                hard[(c, a)] = hard.get((c, a), 0) + hard.pop((c, b))
+        out[a].discard(b)
+        inn[a].discard(b)
     return {n: find(n) for n in names}
 
 

@@ -188,6 +188,22 @@ class _EdgeIndex:
         fast = self._fast(p)
         return fast if fast is not None else self._exact(p)
 
+    def incident(self, vertices: np.ndarray) -> np.ndarray:
+        """Ids of explicit edges with an endpoint in ``vertices`` (CSR index built once)."""
+        if not hasattr(self, "_inc_ptr"):
+            m = self.src.shape[0]
+            ends = np.concatenate([self.src, self.dst])
+            ids = np.concatenate([np.arange(m), np.arange(m)])
+            order = np.argsort(ends, kind="stable")
+            self._inc_idx = ids[order]
+            self._inc_ptr = np.searchsorted(ends[order], np.arange(self.n + 1))
+        lo, hi = self._inc_ptr[vertices], self._inc_ptr[vertices + 1]
+        if lo.shape[0] == 0:
+            return np.zeros(0, dtype=np.int64)
+        lens = hi - lo
+        starts = np.repeat(lo - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+        return np.unique(self._inc_idx[starts + np.arange(int(lens.sum()))])
+
     def check_sparse(self, moved: np.ndarray, images: np.ndarray) -> bool:
         """Like :meth:`check` for a permutation given by its support; only edges and blocks
         touching the support are examined (falls back to the dense check when the block
@@ -203,17 +219,36 @@ class _EdgeIndex:
         p = np.arange(n, dtype=np.int64)
         p[moved] = images
         if self.src.shape[0]:
-            touched = np.isin(self.src, moved) | np.isin(self.dst, moved)
+            touched = self.incident(moved)
             u, v, c = self.src[touched], self.dst[touched], self.colour[touched]
             hit, col = self.explicit_colour(p[u] * n + p[v])
             if not (hit.all() and (col == c).all()):
                 return self._exact(p)
+        if self._disjoint_ranges():
+            # every block range is mapped onto itself iff each moved vertex stays in its range
+            if not (self._range_id(moved) == self._range_id(images)).all():
+                return self.check(p)
+            return True
         for i in range(self.bc.shape[0]):
             for lo, hi in ((self.bs[i, 0], self.bs[i, 1]), (self.bd[i, 0], self.bd[i, 1])):
                 inside = (moved >= lo) & (moved < hi)
                 if inside.any() and not ((images[inside] >= lo) & (images[inside] < hi)).all():
                     return self.check(p)
         return True
+
+    def _disjoint_ranges(self) -> bool:
+        """Are the distinct block ranges pairwise disjoint? (Then a range id per vertex exists.)"""
+        if not hasattr(self, "_range_lo"):
+            r = np.unique(np.concatenate([self.bs, self.bd]).reshape(-1, 2), axis=0)
+            self._range_lo, self._range_hi = r[:, 0], r[:, 1]
+            self._ranges_disjoint = bool((r[1:, 0] >= r[:-1, 1]).all()) if r.shape[0] else True
+        return self._ranges_disjoint
+
+    def _range_id(self, v: np.ndarray) -> np.ndarray:
+        k = np.searchsorted(self._range_lo, v, side="right") - 1
+        kc = np.maximum(k, 0)
+        inside = (k >= 0) & (v < self._range_hi[kc]) if self._range_hi.shape[0] else k >= 0
+        return np.where(inside, k, -1)
 
     def _fast(self, p: np.ndarray) -> bool | None:
         """``O(m + n + b)`` proof: explicit edges onto explicit edges (same colour) and every
