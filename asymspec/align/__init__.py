@@ -8,9 +8,9 @@
 * :func:`interpolate` — linear interpolation of two state dicts.
 """
 
-
-
-
+from asymspec.align.activation_matching import activation_matching
+from asymspec.align.bn import repair, reset_bn_stats
+from asymspec.align.nodesort import average, canonicalize, interpolate
 from asymspec.align.weight_matching import AlignResult, exact_groups, weight_matching
 
 __all__ = [

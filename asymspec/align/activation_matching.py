@@ -1,10 +1,12 @@
 """Activation matching: correlate recorded activations of A and B, one assignment per group.
 
 Forward hooks (``model.get_submodule(node)``) record, for every free group, the outputs of its
-*representative* nodes: the group's activation (nonlinearity) nodes if it has any, else all its
-nodes.  Samples are rows: vectors ``(B, C)``, images ``(B*H*W, C)`` (pixels as samples), tokens
-``(B*T, C)``.  Statistics are accumulated in float64 over all batches, so memory is
-``O(C^2)`` per group whatever the data size.  ``method="pearson"``: correlation, with
+nodes (a layer's linear output, norm, nonlinearity; a residual stream's every sum): each node's
+similarity matrix is computed on its own and the group's is their mean, so a node whose units
+are all dead (a ReLU on a badly scaled input) dilutes but never misleads.  Samples are rows:
+vectors ``(B, C)``, images ``(B*H*W, C)`` (pixels as samples), tokens ``(B*T, C)``.
+Statistics are accumulated in float64 over all batches, so memory is ``O(C^2)`` per node
+whatever the data size.  ``method="pearson"``: correlation, with
 zero-variance (dead / constant) units scoring 0 against everything, never NaN;
 ``method="cross"``: the raw cross-correlation ``E[a b]``.  Head groups are solved jointly with
 their partner (shared head order), exactly as in weight matching.
@@ -41,45 +43,79 @@ def as_samples(out: torch.Tensor, layout: str) -> torch.Tensor:
     return out.reshape(-1, out.shape[-1])
 
 
+def _stat_view(out: torch.Tensor, layout: str) -> torch.Tensor:
+    """What :meth:`_Stats.add` takes: images as a free ``(B, C, H*W)`` view."""
+    if layout == "image" and out.dim() == 4:
+        return out.reshape(out.shape[0], out.shape[1], -1)
+    return out.reshape(-1, out.shape[-1])
+
+
 def representative_nodes(ir: IRGraph, spec: PermSpec, group: str) -> list[str]:
-    nodes = [n for n in spec.groups[group].nodes if ir.node(n)["op"] != "input"]
-    acts = [n for n in nodes if ir.node(n)["op"] == "activation"]
-    return acts or nodes
+    return [n for n in spec.groups[group].nodes if ir.node(n)["op"] != "input"]
 
 
 class _Stats:
+    """Streaming means and centred co-moments (Chan et al.'s pairwise merge): the per-batch
+    product runs in float32 on centred values, the merge in float64, so large means never
+    cancel the covariance away."""
+
     def __init__(self, n: int) -> None:
         self.count = 0
-        self.sa = torch.zeros(n, dtype=torch.float64)
-        self.sb = torch.zeros(n, dtype=torch.float64)
-        self.saa = torch.zeros(n, dtype=torch.float64)
-        self.sbb = torch.zeros(n, dtype=torch.float64)
-        self.sab = torch.zeros(n, n, dtype=torch.float64)
+        f64 = torch.float64
+        self.ma = torch.zeros(n, dtype=f64)
+        self.mb = torch.zeros(n, dtype=f64)
+        self.vaa = torch.zeros(n, dtype=f64)
+        self.vbb = torch.zeros(n, dtype=f64)
+        self.mab = torch.zeros(n, n, dtype=f64)
 
     def add(self, a: torch.Tensor, b: torch.Tensor) -> None:
-        a, b = a.double(), b.double()
-        self.count += a.shape[0]
-        self.sa += a.sum(0)
-        self.sb += b.sum(0)
-        self.saa += (a * a).sum(0)
-        self.sbb += (b * b).sum(0)
-        self.sab += a.T @ b
+        """``a``, ``b``: ``(samples, C)``, or ``(B, C, S)`` with ``S`` samples per item (image
+        pixels, no transposing copy)."""
+        if a.shape[0] == 0:
+            return
+        a, b = a.float(), b.float()
+        if a.dim() == 3:
+            n2 = a.shape[0] * a.shape[2]
+            # float32 reductions (float64 ones over strided axes are several times slower);
+            # centring first keeps them accurate
+            ma2 = a.sum(2).sum(0).double() / n2
+            mb2 = b.sum(2).sum(0).double() / n2
+            ac = a - ma2.float()[None, :, None]
+            bc = b - mb2.float()[None, :, None]
+            mab2 = torch.bmm(ac, bc.transpose(1, 2)).sum(0).double()
+            vaa2 = ac.square().sum(2).sum(0).double()
+            vbb2 = bc.square().sum(2).sum(0).double()
+        else:
+            n2 = a.shape[0]
+            ma2 = a.mean(0, dtype=torch.float64)
+            mb2 = b.mean(0, dtype=torch.float64)
+            ac = a - ma2.float()
+            bc = b - mb2.float()
+            mab2 = (ac.T @ bc).double()
+            vaa2 = (ac * ac).sum(0, dtype=torch.float64)
+            vbb2 = (bc * bc).sum(0, dtype=torch.float64)
+        n1 = self.count
+        n = n1 + n2
+        da, db = ma2 - self.ma, mb2 - self.mb
+        w = n1 * n2 / n
+        self.mab += mab2 + torch.outer(da, db) * w
+        self.vaa += vaa2 + da * da * w
+        self.vbb += vbb2 + db * db * w
+        self.ma += da * (n2 / n)
+        self.mb += db * (n2 / n)
+        self.count = n
 
     def similarity(self, method: str) -> np.ndarray:
         m = max(self.count, 1)
+        cov = self.mab / m
         if method == "cross":
-            return (self.sab / m).numpy()
-        ma, mb = self.sa / m, self.sb / m
-        cov = self.sab / m - torch.outer(ma, mb)
-        va = (self.saa / m - ma * ma).clamp_min(0)
-        vb = (self.sbb / m - mb * mb).clamp_min(0)
-        sa, sb = va.sqrt(), vb.sqrt()
-        scale = 1e-12 * max(float(self.saa.max() / m), float(self.sbb.max() / m), 1e-30)
-        live_a = va > scale
-        live_b = vb > scale
-        denom = torch.outer(torch.where(live_a, sa, 1.0), torch.where(live_b, sb, 1.0))
-        corr = cov / denom
-        corr = torch.where(torch.outer(live_a, live_b), corr, torch.zeros_like(corr))
+            return (cov + torch.outer(self.ma, self.mb)).numpy()
+        va, vb = self.vaa / m, self.vbb / m
+        live_a = va > 1e-10 * (self.ma * self.ma + va) + 1e-30
+        live_b = vb > 1e-10 * (self.mb * self.mb + vb) + 1e-30
+        denom = torch.outer(torch.where(live_a, va, 1.0).sqrt(),
+                            torch.where(live_b, vb, 1.0).sqrt())
+        corr = torch.where(torch.outer(live_a, live_b), cov / denom, torch.zeros_like(cov))
         return corr.clamp(-1, 1).numpy()
 
 
@@ -94,7 +130,7 @@ def _record(model: nn.Module, nodes: dict[str, str], layouts: dict[str, str],
 
         def hook(_m, _inp, out, node=node):
             if isinstance(out, torch.Tensor):
-                store.setdefault(node, []).append(as_samples(out.detach(), layouts[node]))
+                store.setdefault(node, []).append(_stat_view(out.detach(), layouts[node]))
         handles.append(mod.register_forward_hook(hook))
     return handles
 
@@ -112,7 +148,7 @@ def activation_matching(ir: IRGraph, model_a: nn.Module, model_b: nn.Module,
     rep = {g.name: representative_nodes(ir, spec, g.name) for g in spec.free_groups}
     node_group = {n: g for g, ns in rep.items() for n in ns}
     layouts = {n: ir.node(n)["layout"] for n in node_group}
-    stats = {g.name: _Stats(g.size) for g in spec.free_groups}
+    stats = {n: _Stats(spec.groups[g].size) for n, g in node_group.items()}
     seen: set[str] = set()
     modes = (model_a.training, model_b.training)
     model_a.eval()
@@ -132,8 +168,8 @@ def activation_matching(ir: IRGraph, model_a: nn.Module, model_b: nn.Module,
                 model_b(*batch)
                 for node, outs_a in rec_a.items():
                     for a, b in zip(outs_a, rec_b.get(node, [])):
-                        stats[node_group[node]].add(a.cpu(), b.cpu())
-                        seen.add(node_group[node])
+                        stats[node].add(a.cpu(), b.cpu())
+                        seen.add(node)
     finally:
         for h in handles:
             h.remove()
@@ -142,10 +178,11 @@ def activation_matching(ir: IRGraph, model_a: nn.Module, model_b: nn.Module,
     inv = {g.name: np.arange(g.size) for g in spec.free_groups}
     objective: list[float] = []
     for unit in group_units(spec):
-        if not all(g in seen for g in unit):
+        if not all(any(n in seen for n in rep[g]) for g in unit):
             objective.extend([float("nan")] * len(unit))  # no hookable node: left as is
             continue
-        sims = [stats[g].similarity(method) for g in unit]
+        sims = [np.mean([stats[n].similarity(method) for n in rep[g] if n in seen], axis=0)
+                for g in unit]
         if len(unit) == 1:
             new = [lap(sims[0])]
         else:

@@ -31,6 +31,9 @@ SKIP_LEAVES = ("running_mean", "running_var", "num_batches_tracked", "weight_mas
                "weight_fixed", "weight_offset")
 
 
+CACHE_BYTES = 1 << 30  # cost contributions kept between group updates (float32)
+
+
 @dataclass
 class AlignResult:
     perms: dict[str, np.ndarray]  # group name -> perm (unit u of B goes to position perm[u])
@@ -157,9 +160,11 @@ class MatchingProblem:
         self.a: list[torch.Tensor] = []
         self.b: list[torch.Tensor] = []
         self.labels: list[list[tuple[str, str] | None]] = []  # per dim: ("g"|"d", name) / None
-        # group -> [(tensor index, dim, J or None, A moved/flattened)]
-        self.entries: dict[str, list[tuple[int, int, torch.Tensor | None, torch.Tensor]]] = {
-            g: [] for g in self.sizes}
+        # group -> entries (tensor index, dim, A with `dim` moved first (rows J-gathered),
+        # [(axis of that tensor, label) to permute], B flattened to (n, -1)).  A's other axes
+        # are permuted (by the forward permutations) instead of B's: the same inner product,
+        # and index_select on a contiguous tensor leaves it contiguous, so no reshape copies.
+        self.entries: dict[str, list[tuple]] = {g: [] for g in self.sizes}
         self.derived_used: set[str] = set()
         for key, va in state_a.items():
             if not (va.is_floating_point() and matched_leaf(key)):
@@ -168,7 +173,7 @@ class MatchingProblem:
             if not axes:
                 continue
             labels: list[tuple[str, str] | None] = []
-            for node in axes:
+            for node in axes[: va.dim()]:
                 if node is not None and node in self.spec.node_group:
                     labels.append(("g", self.spec.node_group[node]))
                 elif node is not None and node in derived:
@@ -179,53 +184,53 @@ class MatchingProblem:
                 continue
             ti = len(self.keys)
             a = va.detach().to("cpu", torch.float32)
+            b = state_b[key].detach().to("cpu", torch.float32)
             self.keys.append(key)
             self.a.append(a)
-            self.b.append(state_b[key].detach().to("cpu", torch.float32))
+            self.b.append(b)
             self.labels.append(labels)
             for dim, lab in enumerate(labels):
-                if lab is None or dim >= a.dim():
+                if lab is None:
                     continue
+                others = [(pos, lab2) for pos, lab2 in enumerate(
+                    [x for d2, x in enumerate(labels) if d2 != dim], start=1)
+                    if lab2 is not None]
+                am = a.movedim(dim, 0).contiguous()
+                bm = b.movedim(dim, 0)
                 if lab[0] == "g":
-                    am = a.movedim(dim, 0).reshape(a.shape[dim], -1).contiguous()
-                    self.entries[lab[1]].append((ti, dim, None, am))
-                else:
-                    self.derived_used.add(lab[1])
-                    for g, big_j in _derived_index(ir, self.spec, lab[1]):
-                        jt = torch.as_tensor(big_j.reshape(-1))
-                        am = a.movedim(dim, 0).index_select(0, jt).reshape(big_j.shape[0], -1)
-                        self.entries[g].append((ti, dim, jt, am.contiguous()))
+                    n = a.shape[dim]
+                    self.entries[lab[1]].append(
+                        (ti, dim, am, others, bm.reshape(n, -1).contiguous()))
+                    continue
+                self.derived_used.add(lab[1])
+                for g, big_j in _derived_index(ir, self.spec, lab[1]):
+                    jt = torch.as_tensor(big_j.reshape(-1))
+                    n = big_j.shape[0]
+                    self.entries[g].append((ti, dim, am.index_select(0, jt), others,
+                                            bm.index_select(0, jt).reshape(n, -1)))
         self.derived_sources = {
             d: {self.spec.node_group[s] for s in ir.node(d)["inputs"] if s in self.spec.node_group}
             for d in self.derived_used}
+        self._cache: dict[tuple[str, int], tuple[tuple[bytes, ...], torch.Tensor]] = {}
+        self._cache_bytes = 0
 
     # gather indices --------------------------------------------------------------------------
     def identity(self) -> dict[str, np.ndarray]:
         return {g: np.arange(n) for g, n in self.sizes.items()}
 
-    def _gathers(self, inv: Mapping[str, np.ndarray]) -> dict[tuple[str, str], torch.Tensor]:
-        out = {("g", g): torch.as_tensor(np.asarray(p, dtype=np.int64)) for g, p in inv.items()}
+    def gathers(self, inv: Mapping[str, np.ndarray]) -> dict[tuple[str, str], torch.Tensor]:
+        """Gather indices for A's axes: A[perm] against B equals A against B[inv]."""
+        perms = {g: inverse(p) for g, p in inv.items()}
+        out = {("g", g): torch.as_tensor(p) for g, p in perms.items()}
         if self.derived_used:
-            node_perms = self.spec.node_perms(self.ir, {g: inverse(p) for g, p in inv.items()})
+            node_perms = self.spec.node_perms(self.ir, perms)
             for d in self.derived_used:
                 if d in node_perms:
-                    out[("d", d)] = torch.as_tensor(inverse(node_perms[d]))
+                    out[("d", d)] = torch.as_tensor(np.asarray(node_perms[d], dtype=np.int64))
         return out
 
-    def permuted_b(self, ti: int, gathers: Mapping, skip_dim: int | None = None) -> torch.Tensor:
-        t = self.b[ti]
-        for dim, lab in enumerate(self.labels[ti]):
-            if dim == skip_dim or lab is None or dim >= t.dim():
-                continue
-            idx = gathers.get(lab)
-            if idx is not None:
-                t = t.index_select(dim, idx)
-        return t
-
-    def _resolved(self, ti: int, dim: int, done: set[str]) -> bool:
-        for d, lab in enumerate(self.labels[ti]):
-            if d == dim or lab is None:
-                continue
+    def _resolved(self, others, done: set[str]) -> bool:
+        for _, lab in others:
             if lab[0] == "g" and lab[1] not in done:
                 return False
             if lab[0] == "d" and not self.derived_sources[lab[1]] <= done:
@@ -233,25 +238,42 @@ class MatchingProblem:
         return True
 
     def cost(self, g: str, gathers: Mapping, done: set[str] | None = None) -> np.ndarray:
-        """Similarity of A's and B's units of ``g``; with ``done``, only tensors whose other
-        axes all belong to groups in ``done`` (or fixed ones) count."""
+        """Similarity of A's and B's units of ``g`` (rows: A, columns: B); with ``done``, only
+        tensors whose other axes all belong to groups in ``done`` (or fixed ones) count."""
         n = self.sizes[g]
         c = torch.zeros(n, n, dtype=torch.float64)
-        for ti, dim, jt, am in self.entries[g]:
-            if done is not None and not self._resolved(ti, dim, done):
+        for i, (_, _, am, others, bm) in enumerate(self.entries[g]):
+            if done is not None and not self._resolved(others, done):
                 continue
-            bt = self.permuted_b(ti, gathers, skip_dim=dim).movedim(dim, 0)
-            if jt is not None:
-                bt = bt.index_select(0, jt)
-            bm = bt.reshape(n, -1)
-            c += (am @ bm.T).double()
+            # a contribution only changes with the permutations of its other axes: cache it
+            # (late sweeps, where few groups still move, then cost almost nothing)
+            state = tuple(gathers[lab].numpy().tobytes() if lab in gathers else b""
+                          for _, lab in others)
+            hit = self._cache.get((g, i))
+            if hit is not None and hit[0] == state:
+                c += hit[1]
+                continue
+            for pos, lab in others:
+                idx = gathers.get(lab)
+                if idx is not None:
+                    am = am.index_select(pos, idx)
+            part = am.reshape(n, -1) @ bm.T
+            c += part
+            if hit is not None or self._cache_bytes + part.numel() * 4 <= CACHE_BYTES:
+                self._cache_bytes += 0 if hit is not None else part.numel() * 4
+                self._cache[(g, i)] = (state, part)
         return c.numpy()
 
     def objective(self, inv: Mapping[str, np.ndarray]) -> float:
-        gathers = self._gathers(inv)
+        """``sum <A, pi(B)>`` over the matched tensors."""
+        gathers = self.gathers(inv)
         total = 0.0
-        for ti in range(len(self.keys)):
-            total += float((self.a[ti].double() * self.permuted_b(ti, gathers).double()).sum())
+        for a, b, labels in zip(self.a, self.b, self.labels):
+            for dim, lab in enumerate(labels):
+                idx = gathers.get(lab) if lab is not None else None
+                if idx is not None:
+                    a = a.index_select(dim, idx)
+            total += float(torch.dot(a.reshape(-1), b.reshape(-1)))
         return total
 
 
@@ -262,7 +284,7 @@ def _topological_start(prob: MatchingProblem) -> dict[str, np.ndarray]:
     inv = prob.identity()
     done: set[str] = set()
     for unit in prob.units:
-        gathers = prob._gathers(inv)
+        gathers = prob.gathers(inv)
         costs = [prob.cost(g, gathers, done) for g in unit]
         costs = [c if np.any(c) else prob.cost(g, gathers) for c, g in zip(costs, unit)]
         if len(unit) == 1:
@@ -281,7 +303,7 @@ def _descend(prob: MatchingProblem, inv: dict[str, np.ndarray], rng: np.random.G
         progress = False
         for u in rng.permutation(len(prob.units)):
             unit = prob.units[u]
-            gathers = prob._gathers(inv)
+            gathers = prob.gathers(inv)
             costs = [prob.cost(g, gathers) for g in unit]
             if len(unit) == 1:
                 new = [lap(costs[0])]
