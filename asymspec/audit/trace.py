@@ -16,7 +16,6 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
-import torch
 import torch.fx as fx
 from torch import nn
 
@@ -66,24 +65,18 @@ class AuditTracer(fx.Tracer):
             return super().call_module(m, forward, args, kwargs)
 
 
-class _VarArgs(nn.Module):
-    """Gives a ``forward(*args)`` module explicit positional inputs (fx needs them)."""
+def _fixed_arity(module: nn.Module, n: int) -> nn.Module:
+    """A shallow copy of a ``forward(*args)`` module whose forward takes ``n`` named inputs
+    (fx needs them); parameters and submodules are shared, names are unchanged."""
+    import copy
 
-    def __init__(self, inner: nn.Module, n: int) -> None:
-        super().__init__()
-        self.inner = inner
-        self.n = n
-
-    def forward(self, *args):  # replaced per instance by a fixed-arity function
-        return self.inner(*args)
-
-
-def _fixed_arity(inner: nn.Module, n: int) -> nn.Module:
     names = ", ".join(f"x{i}" for i in range(n))
-    ns: dict = {}
-    exec(f"def forward(self, {names}):\n    return self.inner({names})\n", ns)  # noqa: S102
-    cls = type("VarArgsModule", (_VarArgs,), {"forward": ns["forward"]})
-    return cls(inner, n)
+    ns: dict = {"_orig": type(module).forward}
+    exec(f"def forward(self, {names}):\n    return _orig(self, {names})\n", ns)  # noqa: S102
+    cls = type(type(module).__name__, (type(module),), {"forward": ns["forward"]})
+    clone = copy.copy(module)
+    clone.__class__ = cls
+    return clone
 
 
 def needs_wrapper(module: nn.Module) -> bool:
@@ -95,23 +88,16 @@ def needs_wrapper(module: nn.Module) -> bool:
 
 
 def trace(module: nn.Module, n_inputs: int, is_leaf: Callable[[nn.Module], bool]
-          ) -> tuple[fx.GraphModule, dict[str, str], str]:
-    """Trace ``module``; returns (graph module, forced leaves, qualname prefix to strip)."""
-    root, prefix = module, ""
-    if needs_wrapper(module):
-        root, prefix = _fixed_arity(module, n_inputs), "inner."
+          ) -> tuple[fx.Graph, nn.Module, dict[str, str]]:
+    """Trace ``module``; returns (graph, the root it refers to, forced leaves and why)."""
+    import copy
+
+    # fx stores tensors computed at trace time (``self.mask.bool()``) as attributes of the
+    # root: trace a shallow copy so the user's module is never modified
+    root = _fixed_arity(module, n_inputs) if needs_wrapper(module) else copy.copy(module)
     tracer = AuditTracer(is_leaf)
     try:
         graph = tracer.trace(root)
     except Exception as exc:
         raise TraceFailure(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
-    gm = fx.GraphModule(tracer.root, graph, type(module).__name__)
-    return gm, dict(tracer.forced_leaves), prefix
-
-
-def placeholder_count(gm: fx.GraphModule) -> int:
-    return sum(n.op == "placeholder" for n in gm.graph.nodes)
-
-
-def is_scripting_module(m: nn.Module) -> bool:
-    return isinstance(m, torch.jit.ScriptModule)
+    return graph, root, dict(tracer.forced_leaves)

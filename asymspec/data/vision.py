@@ -21,7 +21,8 @@ _STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
-_IDX_DIRS = {"mnist": ("MNIST/raw", "mnist"), "fashion-mnist": ("FashionMNIST/raw", "fashion-mnist")}
+_IDX_DIRS = {"mnist": ("MNIST/raw", "mnist"),
+             "fashion-mnist": ("FashionMNIST/raw", "fashion-mnist")}
 _IDX_STEMS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 

@@ -175,7 +175,7 @@ def train_model(model: torch.nn.Module, task, recipe: dict[str, Any], data_seed:
                 torch.nn.utils.clip_grad_norm_(params, recipe["max_grad_norm"])
             opt.step()
             step += 1
-            running += float(loss) * len(target)
+            running += float(loss.detach()) * len(target)
             count += len(target)
         if not math.isfinite(running):
             raise UserError(f"variant {where}: training diverged (loss {running / count}); "
@@ -288,6 +288,43 @@ def evaluate_states(model: torch.nn.Module, states: list[dict[str, torch.Tensor]
     return (loss_sum / total).tolist(), (correct / total).tolist()
 
 
+def evaluate_graph_states(model: torch.nn.Module, states: list[dict[str, torch.Tensor]],
+                          inputs: tuple[torch.Tensor, ...], y: torch.Tensor,
+                          masks: list[torch.Tensor], use_vmap: bool = True
+                          ) -> list[tuple[list[float], list[float]]]:
+    """Loss and accuracy curves on each node mask, one forward pass per state."""
+    losses = [[] for _ in masks]
+    accs = [[] for _ in masks]
+    chunk = 5 if use_vmap else 1
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    model.eval()
+    with torch.no_grad():
+        for lo in range(0, len(states), chunk):
+            group = states[lo:lo + chunk]
+            outs = None
+            if use_vmap:
+                try:
+                    from torch.func import functional_call, vmap
+
+                    stacked = {k: torch.stack([s[k] for s in group]).to(y.device)
+                               for k in group[0]}
+                    outs = vmap(lambda p: functional_call(model, p, inputs))(stacked)
+                except Exception:  # vmap cannot handle an op: loop from now on
+                    use_vmap, chunk, outs = False, 1, None
+            if outs is None:
+                outs = []
+                for s in group:
+                    model.load_state_dict(s)
+                    outs.append(model(*inputs))
+            for out in outs:
+                for i, m in enumerate(masks):
+                    o, t = out[m], y[m]
+                    losses[i].append(float(F.cross_entropy(o, t)))
+                    accs[i].append(float((o.argmax(-1) == t).float().mean()))
+    model.load_state_dict(original)
+    return [(losses[i], accs[i]) for i in range(len(masks))]
+
+
 # ---------------------------------------------------------------------------------------------
 # the runner
 
@@ -373,8 +410,10 @@ class LMCRunner(Runner):
                 res = align.weight_matching(model.ir, sa, sb, max_sweeps=al["max_sweeps"],
                                             seed=unit.seed % (2**31), restarts=al["restarts"])
             else:
-                batches = [b[0] for b in _batches(task, "train", al["batch_size"], None,
-                                                  "cpu")[: al["batches"]]]
+                batches = [(_adapt(model, b[0][0].to(self.device), info["variant"]),)
+                           + tuple(b[0][1:])
+                           for b in _batches(task, "train", al["batch_size"], None,
+                                             self.device)[: al["batches"]]]
                 ma, mb = self._build(source), self._build(source)
                 ma.load_state_dict(sa)
                 mb.load_state_dict(sb)
@@ -383,17 +422,27 @@ class LMCRunner(Runner):
                 if _has_batchnorm(model):
                     reset = (align.reset_bn_stats, batches)
             sb = {k: v.detach().cpu() for k, v in res.state.items()}
-            align_info = {"objective": float(res.objective)}
+            obj = [float(o) for o in res.objective]
+            align_info = {"objective": obj[-1] if obj else None, "objective_trace": obj}
         ts = grid(ev["points"])
         states = [interpolate_state(sa, sb, t) for t in ts]
+        if reset is not None:
+            states = [self._reset(model, s, *reset) for s in states]
         out: dict[str, Any] = {"t": ts, **align_info}
-        for split in ("train", "test"):
-            batches = _batches(task, split, ev["batch_size"],
-                               ev["train_subset"] if split == "train" else None, self.device)
-            if reset is not None:
-                states = [self._reset(model, s, *reset) for s in states]
-            loss, acc = evaluate_states(model, states, batches, ev["vmap"] and reset is None,
-                                        info["variant"])
+        use_vmap = ev["vmap"] and reset is None
+        if isinstance(task, GraphTask):  # one forward pass over the graph serves both splits
+            (inputs, y, _), = _batches(task, "train", 1, None, self.device)
+            masks = [task.train_mask.to(self.device), task.test_mask.to(self.device)]
+            # vmap over gather/scatter is far slower than a loop on CPU (measured 15x)
+            curves = evaluate_graph_states(model, states, inputs, y, masks, use_vmap=False)
+        for k, split in enumerate(("train", "test")):
+            if isinstance(task, GraphTask):
+                loss, acc = curves[k]
+            else:
+                batches = _batches(task, split, ev["batch_size"],
+                                   ev["train_subset"] if split == "train" else None,
+                                   self.device)
+                loss, acc = evaluate_states(model, states, batches, use_vmap, info["variant"])
             out[f"{split}_loss"], out[f"{split}_acc"] = loss, acc
             out[f"{split}_barrier_mid"] = midpoint_barrier(ts, loss)
             out[f"{split}_barrier_max"] = max_barrier(ts, loss)
@@ -402,7 +451,7 @@ class LMCRunner(Runner):
 
     def _reset(self, model, state, reset_fn, batches):
         model.load_state_dict(state)
-        reset_fn(model, [tuple(t.to(self.device) for t in b) for b in batches])
+        reset_fn(model, batches)
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     # -- aggregation ----------------------------------------------------------------------
@@ -435,7 +484,7 @@ class LMCRunner(Runner):
                 "train_wall_s": round(sum(mm["wall_s"] for mm in members), 2),
                 "eval_wall_s": round(sum(p["wall_s"] for p in pairs), 2),
             }
-            if "objective" in m[0]:
+            if m[0].get("objective") is not None:
                 entry["align_objective"] = mean_std([p["objective"] for p in m])
             out["variants"][v] = entry
         out["wall_s"] = {"train": sum(e["train_wall_s"] for v, e in out["variants"].items()
