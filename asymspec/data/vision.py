@@ -48,6 +48,8 @@ def _download_allowed() -> bool:
 
 def _missing(name: str, root: Path, where: list[Path], reason: str = "") -> UserError:
     places = ", ".join(str(p) for p in where)
+    if name == "fashion-mnist":
+        places += " (Debian/Ubuntu: apt-get install dataset-fashion-mnist)"
     extra = f" ({reason})" if reason else ""
     return UserError(
         f"dataset '{name}' not found{extra}: put the files in {places} or point the environment "

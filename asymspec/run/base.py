@@ -43,6 +43,9 @@ class Runner:
         self.device = device
         self.progress = progress or Progress(quiet=True)
 
+    def check(self) -> None:
+        """Called once before any unit runs: fail early (e.g. missing data) with UserError."""
+
     def stages(self) -> list[list[Unit]]:
         raise NotImplementedError
 

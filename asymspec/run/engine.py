@@ -20,6 +20,10 @@ def prepare(spec_path: str, profile: str | None, overrides: Sequence[str],
     """Load the experiment and create (or find) its run directory."""
     experiment = load_experiment(spec_path, profile, overrides)
     get_runner(experiment.kind)  # fail early on an unknown kind
+    from asymspec.compiler import compile_ir
+
+    for model in experiment.models.values():  # fail early on models that do not compile
+        compile_ir(model)
     store = RunStore(Path(runs_dir) / experiment.run_name())
     payload = experiment.to_json()
     if store.experiment_path.is_file():
@@ -64,6 +68,7 @@ def run_experiment(spec_path: str, profile: str | None = None, overrides: Sequen
     removed = store.clean_temporaries()
     device = default_device()
     runner = get_runner(experiment.kind)(experiment, store, device, progress)
+    runner.check()
     progress.log(f"run {store.root} (kind {experiment.kind}, device {device}, executor "
                  f"{executor}){f'; removed {removed} partial files' if removed else ''}")
     for stage in runner.stages():

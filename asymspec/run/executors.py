@@ -78,4 +78,11 @@ def run_ray(runner: Runner, units: list[Unit], done: Callable[[Unit, dict], None
         ready, _ = ray.wait(list(pending), num_returns=1)
         for ref in ready:
             unit = pending.pop(ref)
-            done(unit, ray.get(ref))
+            try:
+                record = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, UserError):
+                    raise UserError(f"{unit.group}/{unit.id}: {cause}") from None
+                raise
+            done(unit, record)

@@ -332,6 +332,12 @@ def evaluate_graph_states(model: torch.nn.Module, states: list[dict[str, torch.T
 class LMCRunner(Runner):
     kind = "lmc"
 
+    def check(self) -> None:
+        task = load_task(self.experiment)  # missing data fails here, before any unit
+        if isinstance(task, ImageTask):
+            for v in self.experiment.models:
+                _adapt(self._build(v), task.test_x[:1], v)
+
     def _member_id(self, variant: str, pair: int, side: str) -> str:
         return f"{variant}-p{pair}-{side}"
 
@@ -414,7 +420,7 @@ class LMCRunner(Runner):
                            + tuple(b[0][1:])
                            for b in _batches(task, "train", al["batch_size"], None,
                                              self.device)[: al["batches"]]]
-                ma, mb = self._build(source), self._build(source)
+                ma, mb = self._build(source).to(self.device), self._build(source).to(self.device)
                 ma.load_state_dict(sa)
                 mb.load_state_dict(sb)
                 res = align.activation_matching(model.ir, ma, mb, batches,
