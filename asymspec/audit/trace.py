@@ -30,6 +30,12 @@ def _pyg_autowrap() -> tuple[Callable, ...]:
     except Exception:  # pragma: no cover - torch-geometric is a dependency
         return ()
     out = []
+    try:
+        from torch_geometric.utils import scatter
+
+        out.append(scatter)
+    except Exception:  # pragma: no cover
+        pass
     for name in ("global_add_pool", "global_mean_pool", "global_max_pool"):
         fn = getattr(pool, name, None)
         if fn is not None:
