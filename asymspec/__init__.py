@@ -28,3 +28,12 @@ __all__ = [
     "example_inputs",
     "load_spec",
 ]
+
+
+def __getattr__(name: str):
+    """``asymspec.audit(module, example_inputs)`` without importing torch.fx machinery eagerly."""
+    if name == "audit":
+        import importlib
+
+        return importlib.import_module("asymspec.audit")
+    raise AttributeError(f"module 'asymspec' has no attribute {name!r}")

@@ -1,0 +1,230 @@
+"""``asymspec audit`` and ``asymspec perm-spec``: the audit on the command line.
+
+TARGET is ``package.module:attr`` or ``path/to/file.py:attr`` (a module class or a zero-argument
+factory, called with no arguments), an ``nn.Module`` instance attribute, or a checkpoint written by
+``asymspec compile`` (``.pt``; the model is rebuilt from ``--spec`` or the spec stored in the
+checkpoint, its state_dict loaded, and the *module* audited by tracing).
+
+Exit codes (as ``check``): 0 asymmetric; 1 symmetric, or unknown (unsupported ops, listed by name
+and location); 2 invalid input; 3 a reported symmetry failed the numerical check (a bug).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from asymspec.cli import _threads, main, set_option
+from asymspec.errors import UserError
+
+
+def _parse_shape(text: str) -> tuple[tuple[int, ...], str, int]:
+    """``1,3,224,224`` (float) or ``2,16:long`` / ``2,16:long7`` (integers in [0, 7))."""
+    shape, _, dtype = text.partition(":")
+    try:
+        dims = tuple(int(s) for s in shape.replace("x", ",").split(",") if s.strip())
+    except ValueError:
+        raise UserError(f"--input-shape '{text}': expected comma-separated integers such as "
+                        "1,3,224,224 (optionally ':long' or ':long<N>' for integer inputs "
+                        "in [0, N))") from None
+    if not dims or any(d < 1 for d in dims):
+        raise UserError(f"--input-shape '{text}': every dimension must be a positive integer")
+    kind = dtype.rstrip("0123456789")
+    high = dtype[len(kind):]
+    if kind not in ("", "float", "long", "int") or (high and kind in ("", "float")):
+        raise UserError(f"--input-shape '{text}': dtype must be float, long or long<N>")
+    return dims, "float" if kind in ("", "float") else "long", int(high or 2)
+
+
+def _inputs(shapes: tuple[str, ...], seed: int = 0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for text in shapes:
+        dims, dtype, high = _parse_shape(text)
+        if dtype == "float":
+            out.append(torch.randn(dims, generator=g))
+        else:
+            out.append(torch.randint(0, high, dims, generator=g))
+    return tuple(out)
+
+
+def _load_attr(target: str):
+    if ":" not in target:
+        raise UserError(f"TARGET '{target}': expected 'package.module:attr', "
+                        "'path/to/file.py:attr' or a checkpoint .pt file")
+    mod_name, _, attr = target.rpartition(":")
+    try:
+        if mod_name.endswith(".py") or "/" in mod_name:
+            path = Path(mod_name)
+            if not path.is_file():
+                raise UserError(f"TARGET '{target}': file '{mod_name}' does not exist")
+            spec = importlib.util.spec_from_file_location(f"_asymspec_audit_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(mod_name)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"TARGET '{target}': cannot import '{mod_name}': "
+                        f"{type(exc).__name__}: {exc}") from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UserError(f"TARGET '{target}': '{mod_name}' has no attribute '{attr}'")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _instantiate(target: str):
+    from torch import nn
+
+    obj = _load_attr(target)
+    if isinstance(obj, nn.Module):
+        return obj
+    if not callable(obj):
+        raise UserError(f"TARGET '{target}' is neither an nn.Module nor callable")
+    try:
+        model = obj()
+    except Exception as exc:
+        raise UserError(f"TARGET '{target}': calling it with no arguments failed: "
+                        f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"TARGET '{target}' returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _load_checkpoint(target: str, spec: str | None, overrides):
+    import torch
+    import yaml
+
+    from asymspec.compiler import build, example_inputs
+
+    try:
+        payload = torch.load(target, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise UserError(f"{target}: cannot read checkpoint: {type(exc).__name__}: {exc}") \
+            from None
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise UserError(f"{target}: not an asymspec checkpoint (no 'state_dict')")
+    if spec is None:
+        if "spec" not in payload:
+            raise UserError(f"{target}: the checkpoint stores no spec; pass --spec")
+        spec_src = yaml.safe_load(payload["spec"])
+    else:
+        spec_src = spec
+    model = build(spec_src, overrides)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise UserError(f"{target}: the state_dict does not match the spec: "
+                        f"{str(exc).splitlines()[0]}") from None
+    return model, example_inputs(model.ir, batch=4, seed=0)
+
+
+def _resolve(target: str, input_shapes, spec, overrides):
+    if target.endswith((".pt", ".pth")) and ":" not in target:
+        if not Path(target).is_file():
+            raise UserError(f"checkpoint '{target}' does not exist")
+        model, inputs = _load_checkpoint(target, spec, overrides)
+        if input_shapes:
+            inputs = _inputs(input_shapes)
+        return model, inputs
+    if spec or overrides:
+        raise UserError("--spec / --set are only used with a checkpoint TARGET (.pt)")
+    model = _instantiate(target)
+    if not input_shapes:
+        raise UserError(f"TARGET '{target}': pass --input-shape (e.g. 1,3,224,224)")
+    return model, _inputs(input_shapes)
+
+
+def _common(f):
+    f = click.option("--input-shape", "input_shapes", multiple=True, metavar="SHAPE",
+                     help="Example input shape, e.g. 1,3,224,224; repeat for several inputs; "
+                          "append ':long<N>' for integer inputs in [0, N) (token ids, "
+                          "edge_index).")(f)
+    f = click.option("--spec", type=click.Path(dir_okay=False), default=None,
+                     help="Spec of a checkpoint TARGET (default: the one stored in it).")(f)
+    f = set_option(f)
+    return click.argument("target")(f)
+
+
+def _forward_ok(model, inputs, target: str) -> None:
+    import torch
+
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    except Exception as exc:
+        raise UserError(f"TARGET '{target}': the model fails on the example inputs: "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                        ) from None
+    finally:
+        model.train(was)
+
+
+@main.command(name="audit")
+@_common
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--max-generators", type=int, default=None,
+              help="Limit the generators listed in --json output.")
+@click.option("--no-numeric", is_flag=True, help="Skip the numerical check of generators.")
+def audit_cmd(target: str, input_shapes, spec, overrides, as_json: bool,
+              max_generators: int | None, no_numeric: bool) -> None:
+    """Audit TARGET (any PyTorch model) for residual parameter symmetries.
+
+    Exit 0: asymmetric; 1: symmetric or unknown (unsupported ops are listed); 2: invalid input.
+    """
+    from asymspec.audit import AuditError, audit
+
+    _threads()
+    model, inputs = _resolve(target, input_shapes, spec, overrides)
+    _forward_ok(model, inputs, target)
+    name = target.rpartition(":")[2] or Path(target).stem
+    try:
+        report = audit(model, inputs, name=name, numeric=not no_numeric)
+    except AuditError as exc:
+        click.echo(f"internal error: {exc}", err=True)
+        sys.exit(3)
+    if as_json:
+        out = report.to_json(max_generators)
+        out["target"] = target
+        click.echo(json.dumps(out, indent=2))
+    else:
+        click.echo(report.format_text())
+    sys.exit(0 if report.verdict == "asymmetric" else 1)
+
+
+@main.command(name="perm-spec")
+@_common
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the JSON here (default: stdout).")
+def perm_spec_cmd(target: str, input_shapes, spec, overrides, output: str | None) -> None:
+    """Derive TARGET's permutation spec: which parameter axes permute together (JSON)."""
+    from asymspec.audit import permutation_spec
+
+    _threads()
+    model, inputs = _resolve(target, input_shapes, spec, overrides)
+    _forward_ok(model, inputs, target)
+    out = permutation_spec(model, inputs, name=target.rpartition(":")[2] or Path(target).stem)
+    out["target"] = target
+    text = json.dumps(out, indent=1)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text)
+        free = sum(g["kind"] != "fixed" for g in out["groups"])
+        click.echo(f"wrote {output}: {free} permutation groups, {len(out['axes'])} tensors"
+                   + (f", {len(out['unsupported'])} unsupported ops" if out["unsupported"]
+                      else ""))
+    else:
+        click.echo(text)
