@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
+from asymspec.atomic import atomic_torch_save  # noqa: F401  (re-exported for commands)
 from asymspec.errors import UserError
 
 
@@ -45,22 +45,6 @@ def _threads() -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("ASYMSPEC_THREADS", "1")))
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """Write ``obj`` to ``path`` so that an interruption never leaves a partial file."""
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 set_option = click.option(

@@ -6,7 +6,6 @@ A checkpoint is what ``asymspec compile`` writes (a dict with ``state_dict``, ``
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -114,28 +113,10 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 
 def module_factory(ref: str) -> nn.Module:
-    """Instantiate ``pkg.mod:Factory`` (a class or function taking no arguments)."""
-    mod_name, _, attr = ref.partition(":")
-    if not mod_name or not attr:
-        raise UserError(f"--module {ref!r}: expected 'package.module:Factory'")
-    try:
-        mod = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise UserError(f"--module {ref!r}: cannot import {mod_name!r} ({exc})") from None
-    obj = mod
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise UserError(f"--module {ref!r}: {mod_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    try:
-        module = obj()
-    except TypeError as exc:
-        raise UserError(f"--module {ref!r}: the factory must be callable without arguments "
-                        f"({exc})") from None
-    if not isinstance(module, nn.Module):
-        raise UserError(f"--module {ref!r}: the factory returned {type(module).__name__}, "
-                        "not a torch.nn.Module")
-    return module
+    """Instantiate ``pkg.mod:Factory`` or ``file.py:Factory`` (called with no arguments)."""
+    from asymspec.targets import instantiate
+
+    return instantiate(ref, label="--module")
 
 
 def lower(module: nn.Module, example: tuple[torch.Tensor, ...]) -> IRGraph:

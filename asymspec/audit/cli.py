@@ -11,8 +11,6 @@ and location); 2 invalid input; 3 a reported symmetry failed the numerical check
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -21,6 +19,7 @@ import click
 
 from asymspec.cli import _threads, main, set_option
 from asymspec.errors import UserError
+from asymspec.targets import instantiate
 
 
 def _parse_shape(text: str) -> tuple[tuple[int, ...], str, int]:
@@ -53,53 +52,6 @@ def _inputs(shapes: tuple[str, ...], seed: int = 0):
         else:
             out.append(torch.randint(0, high, dims, generator=g))
     return tuple(out)
-
-
-def _load_attr(target: str):
-    if ":" not in target:
-        raise UserError(f"TARGET '{target}': expected 'package.module:attr', "
-                        "'path/to/file.py:attr' or a checkpoint .pt file")
-    mod_name, _, attr = target.rpartition(":")
-    try:
-        if mod_name.endswith(".py") or "/" in mod_name:
-            path = Path(mod_name)
-            if not path.is_file():
-                raise UserError(f"TARGET '{target}': file '{mod_name}' does not exist")
-            spec = importlib.util.spec_from_file_location(f"_asymspec_audit_{path.stem}", path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(mod_name)
-    except UserError:
-        raise
-    except Exception as exc:
-        raise UserError(f"TARGET '{target}': cannot import '{mod_name}': "
-                        f"{type(exc).__name__}: {exc}") from None
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise UserError(f"TARGET '{target}': '{mod_name}' has no attribute '{attr}'")
-        obj = getattr(obj, part)
-    return obj
-
-
-def _instantiate(target: str):
-    from torch import nn
-
-    obj = _load_attr(target)
-    if isinstance(obj, nn.Module):
-        return obj
-    if not callable(obj):
-        raise UserError(f"TARGET '{target}' is neither an nn.Module nor callable")
-    try:
-        model = obj()
-    except Exception as exc:
-        raise UserError(f"TARGET '{target}': calling it with no arguments failed: "
-                        f"{type(exc).__name__}: {exc}") from None
-    if not isinstance(model, nn.Module):
-        raise UserError(f"TARGET '{target}' returned {type(model).__name__}, not an nn.Module")
-    return model
 
 
 def _load_checkpoint(target: str, spec: str | None, overrides):
@@ -140,7 +92,7 @@ def _resolve(target: str, input_shapes, spec, overrides):
         return model, inputs
     if spec or overrides:
         raise UserError("--spec / --set are only used with a checkpoint TARGET (.pt)")
-    model = _instantiate(target)
+    model = instantiate(target)
     if not input_shapes:
         raise UserError(f"TARGET '{target}': pass --input-shape (e.g. 1,3,224,224)")
     return model, _inputs(input_shapes)

@@ -4,27 +4,14 @@ symmetrised k nearest neighbours in feature space)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from asymspec.atomic import atomic_torch_save
 from asymspec.data.datasets import GraphData
 from asymspec.errors import UserError
 from asymspec.seeding import generator
-
-
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def build_knn_graph(features: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
@@ -82,7 +69,7 @@ def fmnist_knn(root: Path, num_nodes: int = 10000, k: int = 10, dim: int = 64,
         masks.append(m)
     data = dict(x=feats.float(), edge_index=edge_index, y=y, train_mask=masks[0],
                 val_mask=masks[1], test_mask=masks[2], name="fmnist-knn")
-    _atomic_save(data, cache)
+    atomic_torch_save(data, cache)
     return GraphData(**data)
 
 
