@@ -39,8 +39,7 @@ from scipy.optimize import linear_sum_assignment  # noqa: E402
 import asymspec  # noqa: E402
 from asymspec.align import activation_matching, canonicalize, exact_groups  # noqa: E402
 from asymspec.align.weight_matching import inverse, weight_matching  # noqa: E402
-from asymspec.ir.permgroups import perm_spec, random_group_perms  # noqa: E402
-from asymspec.ir.permute import permute_state_dict  # noqa: E402
+from asymspec.ir.permgroups import perm_spec, plant_permutation  # noqa: E402
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 
@@ -136,16 +135,8 @@ def baseline_exact(perm, planted_groups, spec, ir) -> int:
 
 # ----------------------------------------------------------------------------- helpers
 def plant(ir, state, noise, seed=0):
-    spec = perm_spec(ir, list(state))
-    planted = random_group_perms(spec, torch.Generator().manual_seed(seed))
-    moved = permute_state_dict(ir, state, spec.node_perms(ir, planted))
-    g = torch.Generator().manual_seed(seed + 1)
-    out = {}
-    for k, v in moved.items():
-        if v.is_floating_point() and v.numel() > 1:
-            v = v + noise * v.std() * torch.randn(v.shape, generator=g)
-        out[k] = v
-    return planted, out
+    return plant_permutation(ir, state, seed=seed, noise=noise)
+
 
 
 def timed(fn, *args, **kwargs):

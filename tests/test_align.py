@@ -27,8 +27,7 @@ from asymspec.align.activation_matching import _Stats
 from asymspec.align.bn import _channel_stats, _targets
 from asymspec.cli import main
 from asymspec.errors import UserError
-from asymspec.ir.permgroups import perm_spec, random_group_perms
-from asymspec.ir.permute import permute_state_dict
+from asymspec.ir.permgroups import plant_permutation
 from tests.conftest import SPECS
 from tests.test_compile import FAMILY, compile_or_skip, random_spec
 
@@ -89,16 +88,8 @@ def _model(ir, seed: int):
 
 
 def _plant(ir, state, seed: int, noise: float):
-    spec = perm_spec(ir, list(state))
-    planted = random_group_perms(spec, torch.Generator().manual_seed(seed))
-    moved = permute_state_dict(ir, state, spec.node_perms(ir, planted))
-    g = torch.Generator().manual_seed(seed + 1000)
-    noisy = {}
-    for k, v in moved.items():
-        if v.is_floating_point() and v.numel() > 1 and not k.endswith(("_mask", "_fixed")):
-            v = v + noise * v.std() * torch.randn(v.shape, generator=g)
-        noisy[k] = v
-    return planted, noisy
+    return plant_permutation(ir, state, seed=seed, noise=noise)
+
 
 
 def _is_identity(perms) -> bool:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from asymspec.ir.graph import IRGraph
-from asymspec.ir.permute import tensor_axes
+from asymspec.ir.permute import permute_state_dict, tensor_axes
 
 
 @dataclass
@@ -248,3 +248,25 @@ def random_group_perms(spec: PermSpec, gen: torch.Generator) -> dict[str, np.nda
         else:
             out[g.name] = torch.randperm(g.size, generator=gen).numpy()
     return out
+
+
+def plant_permutation(
+    ir: IRGraph, state: dict[str, torch.Tensor], seed: int = 0, noise: float = 0.0
+) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
+    """Permute ``state`` by random group permutations and add relative Gaussian noise
+    (``noise * std`` per tensor; frozen masks, fixed values and offsets stay exact).
+
+    Returns ``(planted group perms, new state)`` — the standard test of an alignment method:
+    it should find permutations undoing ``planted`` (see ``asymspec.align.exact_groups``).
+    """
+    spec = perm_spec(ir, list(state))
+    planted = random_group_perms(spec, torch.Generator().manual_seed(seed))
+    moved = permute_state_dict(ir, state, spec.node_perms(ir, planted))
+    g = torch.Generator().manual_seed(seed + 1000)
+    out = {}
+    for k, v in moved.items():
+        frozen = k.endswith(("_mask", "_fixed", "_offset"))
+        if noise and v.is_floating_point() and v.numel() > 1 and not frozen:
+            v = v + noise * v.std() * torch.randn(v.shape, generator=g)
+        out[k] = v
+    return planted, out
