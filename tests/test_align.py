@@ -600,3 +600,14 @@ def test_weight_matching_recovers_planted_permutation_in_trained_networks(net) -
     planted, b = _plant(ir, a, seed=5, noise=0.01)
     res = weight_matching(ir, a, b)
     assert exact_groups(res.perms, planted) == len(planted)
+
+
+def test_activation_data_is_fitted_to_the_model_input() -> None:
+    from asymspec.align.io import _fit_images
+
+    grey = torch.rand(5, 1, 28, 28)
+    out = _fit_images(grey, (3, 32, 32), "fashion-mnist")
+    assert out.shape == (5, 3, 32, 32) and torch.equal(out[:, 0], out[:, 2])
+    assert _fit_images(torch.rand(5, 784), (1, 28, 28), "x").shape == (5, 1, 28, 28)
+    with pytest.raises(UserError):
+        _fit_images(torch.rand(5, 7), (3, 32, 32), "x")

@@ -6,6 +6,7 @@ A checkpoint is what ``asymspec compile`` writes (a dict with ``state_dict``, ``
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -161,8 +162,21 @@ def data_batches(name: str, ir: IRGraph | None, input_shape: tuple[int, ...] | N
     else:
         want = tuple(x.shape[1:])
     if tuple(x.shape[1:]) != want:
-        if int(np.prod(x.shape[1:])) != int(np.prod(want)):
-            raise UserError(f"data set {name!r} has samples of shape {tuple(x.shape[1:])}, the "
-                            f"model expects {want}")
-        x = x.reshape((x.shape[0],) + want)
+        x = _fit_images(x, want, name)
     return [(x[i:i + batch_size],) for i in range(0, x.shape[0], batch_size)]
+
+
+def _fit_images(x: torch.Tensor, want: tuple[int, ...], name: str) -> torch.Tensor:
+    """Shape data for the model: same size -> reshape; images -> repeat grey channels to the
+    model's channel count and resize bilinearly (activation statistics only need plausible
+    inputs, e.g. Fashion-MNIST for an ImageNet-style ResNet)."""
+    if int(np.prod(x.shape[1:])) == int(np.prod(want)):
+        return x.reshape((x.shape[0],) + want)
+    if x.dim() == 4 and len(want) == 3 and (x.shape[1] == want[0] or x.shape[1] == 1):
+        x = x.expand(-1, want[0], -1, -1) if x.shape[1] != want[0] else x
+        x = torch.nn.functional.interpolate(x, size=want[1:], mode="bilinear",
+                                            align_corners=False)
+        print(f"note: {name} images resized to {tuple(want)} for the model", file=sys.stderr)
+        return x
+    raise UserError(f"data set {name!r} has samples of shape {tuple(x.shape[1:])}, the "
+                    f"model expects {want}")
