@@ -589,3 +589,136 @@ def test_hooked_modules_and_channel_masks_are_unknown() -> None:
     report = audit(Masked(), torch.randn(2, 4))
     assert report.verdict == "unknown"
     assert report.unsupported[0].target == "operator.getitem"
+
+
+# ------------------------------------------------------------------ torch.export fallback
+class _ResMLP(nn.Module):
+    """h = relu(fc1(x)); head(h + fc3(relu(fc2(h)))): |Aut| = 8! (stream) * 7! (fc2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(6, 8)
+        self.fc2 = nn.Linear(8, 7)
+        self.fc3 = nn.Linear(7, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = F.relu(self.fc1(x))
+        return self.head(h + self.fc3(F.relu(self.fc2(h))))
+
+
+class _ShapeBranchResMLP(_ResMLP):
+    """The same function, written with Python control flow on shapes (torch.fx cannot trace)."""
+
+    def forward(self, x):
+        h = F.relu(self.fc1(x.view(len(x), -1)))
+        if x.shape[-1] > 4:
+            h = h + self.fc3(F.relu(self.fc2(h)))
+        else:
+            h = self.fc3(self.fc2(h))
+        for _ in range(x.size(0) - x.size(0)):  # zero iterations, shape-dependent
+            h = h * 2
+        return self.head(h)
+
+
+def test_shape_control_flow_falls_back_to_export() -> None:
+    torch.manual_seed(0)
+    model, ref = _ShapeBranchResMLP(), _ResMLP()
+    x = torch.randn(4, 6)
+    fx_only = audit(model, x, tracer="fx")
+    assert fx_only.verdict == "unknown" and fx_only.unsupported[0].fx_node == "<root>"
+    report = audit(model, x)  # auto: torch.fx fails on the root, torch.export takes over
+    expected = audit(ref, x)
+    assert report.verdict == expected.verdict == "symmetric" and not report.unsupported
+    assert report.log10_order == pytest.approx(expected.log10_order, abs=1e-9)
+    assert report.log10_order == pytest.approx(lg(8) + lg(7), abs=1e-6)
+    assert report.numeric.generators == len(report.generators) > 0
+    # the IR's tensor names are the module's state_dict keys
+    axes = report.ir.g.graph["tensor_axes"]
+    assert set(axes) == set(model.state_dict())
+    ref_axes = expected.ir.g.graph["tensor_axes"]
+    assert axes["fc1.weight"][0] == ref_axes["fc1.weight"][0] == "fc1"
+    # (fc1 reads x.view(...) instead of x: only that input node's name differs)
+    assert {k: v for k, v in axes.items() if k != "fc1.weight"} == \
+        {k: v for k, v in ref_axes.items() if k != "fc1.weight"}
+
+
+class _ConvBN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.bn = nn.BatchNorm2d(6)
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(6, 5, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(5)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(5, 4)
+        self.ln = nn.LayerNorm(4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.pool(torch.relu(self.bn(self.conv(x))))
+        h = F.gelu(self.bn2(self.conv2(h)))
+        h = torch.flatten(self.gap(h), 1)
+        return self.head(torch.tanh(self.ln(self.fc(h))))
+
+
+def test_conv_bn_pool_linear_export_matches_fx() -> None:
+    torch.manual_seed(0)
+    model = _ConvBN()
+    for bn in (model.bn, model.bn2):  # non-trivial running statistics: eval mode must use them
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    model.train()
+    x = torch.randn(2, 3, 8, 8)
+    a = audit(model, x, tracer="fx")
+    b = audit(model, x, tracer="export")
+    assert model.training  # the audit restores the mode
+    assert a.verdict == b.verdict == "symmetric" and not a.unsupported and not b.unsupported
+    assert b.log10_order == pytest.approx(a.log10_order, abs=1e-9)
+    assert b.order == math.factorial(6) * math.factorial(5) * math.factorial(4)
+    assert b.numeric.generators == len(b.generators) > 0
+    assert a.ir.g.graph["tensor_axes"] == b.ir.g.graph["tensor_axes"]
+    assert sorted(a.ir.g.nodes) == sorted(b.ir.g.nodes)  # leaf modules keep their names
+    assert permutation_spec(model, x, tracer="export")["axes"] == permutation_spec(model, x)["axes"]
+
+
+@pytest.mark.parametrize("style", ["arith", "where", "noise"])
+def test_masked_layers_through_export_never_falsely_asymmetric(style: str) -> None:
+    x = torch.randn(4, 8)
+    report = audit(_their_mlp(style), x, tracer="export")
+    assert report.verdict in ("asymmetric", "unknown")
+    if report.verdict == "asymmetric":
+        assert not report.unsupported
+    # the same layers without frozen entries: symmetric, each generator verified numerically
+    free = audit(_their_mlp(style, nfix=0), x, tracer="export")
+    if style != "noise":
+        assert free.log10_order == pytest.approx(2 * lg(10), abs=1e-6)
+    assert free.numeric.generators == len(free.generators)
+
+
+def test_export_fallback_unsupported_and_untraceable() -> None:
+    class Cum(_ShapeBranchResMLP):
+        def forward(self, x):
+            h = F.relu(self.fc1(x))
+            if x.shape[-1] > 4:
+                h = torch.cumsum(h, dim=1)  # mixes channels: no handler
+            return self.fc3(F.relu(self.fc2(h)))
+
+    report = audit(Cum(), torch.randn(3, 6))
+    assert report.unsupported[0].target == "aten.cumsum.default"
+    assert report.unsupported[0].module == ""
+    assert report.verdict == "symmetric" and report.order == math.factorial(7)  # fc2's units
+    assert report.numeric.generators == len(report.generators)
+
+    class DataDependent(_ResMLP):
+        def forward(self, x):
+            h = self.fc1(x)
+            return self.head(h) if h.sum() > 0 else self.head(-h)
+
+    report = audit(DataDependent(), torch.randn(3, 6))
+    assert report.verdict == "unknown"
+    assert "torch.fx" in report.unsupported[0].reason
+    assert "torch.export" in report.unsupported[0].reason
+    with pytest.raises(ValueError):
+        lower_module(_ResMLP(), torch.randn(2, 6), tracer="jit")

@@ -1,6 +1,7 @@
 """``asymspec audit``: residual parameter symmetries of *any* PyTorch module.
 
-``audit(module, example_inputs)`` traces the module with torch.fx (:mod:`asymspec.audit.trace`),
+``audit(module, example_inputs)`` traces the module with torch.fx (:mod:`asymspec.audit.trace`;
+``torch.export`` when the root module cannot be fx-traced, e.g. Python control flow on shapes),
 lowers the traced graph into the compiler's IR (:mod:`asymspec.audit.lower`; masked / noisy
 effective weights via :mod:`asymspec.audit.params`), runs the same exact verifier as
 ``asymspec check`` and checks every reported symmetry numerically on the real module
@@ -105,26 +106,33 @@ def _as_tuple(example_inputs) -> tuple:
     return tuple(example_inputs)
 
 
-def lower_module(module: nn.Module, example_inputs, name: str | None = None) -> IRGraph:
-    """The IR of ``module`` (lowered in eval mode on ``example_inputs``)."""
-    return _lower(module, _as_tuple(example_inputs), name).ir
+def lower_module(module: nn.Module, example_inputs, name: str | None = None,
+                 tracer: str = "auto") -> IRGraph:
+    """The IR of ``module`` (lowered in eval mode on ``example_inputs``).
+
+    ``tracer``: ``"auto"`` (torch.fx, falling back to ``torch.export`` when the root module
+    cannot be fx-traced), ``"fx"`` or ``"export"`` (forced; mainly for testing)."""
+    return _lower(module, _as_tuple(example_inputs), name, tracer).ir
 
 
-def _lower(module: nn.Module, inputs: tuple, name: str | None) -> Lowered:
+def _lower(module: nn.Module, inputs: tuple, name: str | None, tracer: str = "auto"
+           ) -> Lowered:
     was = module.training
-    module.eval()
+    module.eval()  # also for torch.export: batch norm then uses its running statistics
     try:
-        return _lowering.lower(module, inputs, name)
+        return _lowering.lower(module, inputs, name, tracer)
     finally:
         module.train(was)
 
 
 def audit(module: nn.Module, example_inputs, name: str | None = None, numeric: bool = True,
-          expect: str | None = None) -> AuditReport:
-    """Audit ``module`` for residual permutation symmetries (see the module docstring)."""
+          expect: str | None = None, tracer: str = "auto") -> AuditReport:
+    """Audit ``module`` for residual permutation symmetries (see the module docstring).
+
+    ``tracer`` as in :func:`lower_module` (default: torch.fx, torch.export as a fallback)."""
     inputs = _as_tuple(example_inputs)
     t0 = time.perf_counter()
-    lowered = _lower(module, inputs, name)
+    lowered = _lower(module, inputs, name, tracer)
     t1 = time.perf_counter()
     ir = lowered.ir
     if not any(ir.node(n)["size"] > 0 for n in ir.g):  # nothing could be lowered
@@ -158,13 +166,13 @@ def audit(module: nn.Module, example_inputs, name: str | None = None, numeric: b
                        unknown_layers=unknown)
 
 
-def permutation_spec(module: nn.Module, example_inputs, name: str | None = None
-                     ) -> dict[str, Any]:
+def permutation_spec(module: nn.Module, example_inputs, name: str | None = None,
+                     tracer: str = "auto") -> dict[str, Any]:
     """The permutation spec of ``module`` as JSON (format in the module docstring)."""
     from asymspec.ir.permgroups import perm_spec
     from asymspec.ir.permute import tensor_axes
 
-    lowered = _lower(module, _as_tuple(example_inputs), name)
+    lowered = _lower(module, _as_tuple(example_inputs), name, tracer)
     ir = lowered.ir
     keys = sorted(lowered.state_keys)
     spec = perm_spec(ir, keys)

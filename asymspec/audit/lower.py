@@ -210,6 +210,9 @@ class Lowerer:
     def add_node(self, base: str, op: str, inputs: list[str], size: int, real: torch.Tensor,
                  cdim: int, role: str = "hidden", attrs: dict | None = None, bias: Any = None
                  ) -> str:
+        n = self.node
+        if n is not None and base == n.name and "asymspec_name" in n.meta:
+            base = self.prefix + n.meta["asymspec_name"]  # torch.export: the leaf module's path
         name = self.unique(base)
         shape = tuple(real.shape[1:]) if real.dim() > 0 else ()
         self.ir.add_node(name, op, inputs, size, shape, _layout(real.dim(), cdim), role=role,
@@ -585,6 +588,8 @@ def _target_name(n: fx.Node, root) -> str:
     if n.op == "call_method":
         return f"Tensor.{n.target}"
     t = n.target
+    if isinstance(t, torch._ops.OpOverload):  # an ATen op from torch.export without a rewrite
+        return str(t)
     mod = getattr(t, "__module__", None) or ""
     name = getattr(t, "__name__", str(t))
     if mod.startswith("torch.nn.functional"):
@@ -1060,7 +1065,7 @@ def _m_flatten(L: Lowerer, m, qual, al, kl, ar, kr, out):
     return _reshape(L, qual, al[0], ar[0], out)
 
 
-@function_handler(torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze)
+@function_handler(torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.unflatten)
 def _f_reshape(L: Lowerer, n, al, kl, ar, kr, out):
     _tensor_only_first(al, n)
     return _reshape(L, n.name, al[0], ar[0], out)
@@ -1300,7 +1305,7 @@ _BINARY = {
     operator.isub: "add", torch.sub: "add", operator.mul: "mul", operator.imul: "mul",
     torch.mul: "mul", operator.truediv: "mul", operator.itruediv: "mul", torch.div: "mul",
     torch.maximum: "binary", torch.minimum: "binary", torch.pow: "binary",
-    operator.pow: "binary", torch.where: None,
+    operator.pow: "binary", torch.where: None, torch.rsub: "add",
 }
 _BINARY_METHODS = {"add": "add", "add_": "add", "sub": "add", "sub_": "add", "mul": "mul",
                    "mul_": "mul", "div": "mul", "div_": "mul"}
@@ -1777,10 +1782,16 @@ _RAW_HANDLERS.update({_f_linear, _f_conv, _f_matmul, _f_embedding, _f_bn, _f_ln,
 
 
 # ============================================================================ entry point
-def lower(module: nn.Module, example_inputs: tuple, name: str | None = None) -> Lowered:
-    """Trace ``module`` (in eval mode) and lower it on ``example_inputs``."""
-    from asymspec.audit.trace import TraceFailure
+def lower(module: nn.Module, example_inputs: tuple, name: str | None = None,
+          tracer: str = "auto") -> Lowered:
+    """Trace ``module`` (in eval mode) and lower it on ``example_inputs``.
 
+    ``tracer``: ``"auto"`` (torch.fx; ``torch.export`` when the root cannot be fx-traced),
+    ``"fx"`` (torch.fx only) or ``"export"`` (``torch.export`` only)."""
+    from asymspec.audit.trace import TraceFailure, export_trace
+
+    if tracer not in ("auto", "fx", "export"):
+        raise ValueError(f"tracer must be 'auto', 'fx' or 'export', not {tracer!r}")
     name = name or type(module).__name__
     L = Lowerer(module, name)
     inputs_real = list(example_inputs)
@@ -1796,18 +1807,32 @@ def lower(module: nn.Module, example_inputs: tuple, name: str | None = None) -> 
         L.unsupported.append(UnsupportedOp("<root>", "", type(module).__name__,
                                            "module with forward hooks (e.g. weight_norm)"))
         return _finish(L, None, inputs_low, inputs_real)
-    if handler_for_module(module) is not None:  # the root itself is a handled layer
+    if tracer != "export" and handler_for_module(module) is not None:  # a handled layer
         out_low, _ = L.call_submodule(module, "", inputs_low, inputs_real)
         return _finish(L, out_low, inputs_low, inputs_real)
-    try:
-        graph, root, forced = trace(module, len(inputs_real), is_leaf)
-    except TraceFailure as exc:
-        L.unsupported.append(UnsupportedOp("<root>", "", type(module).__name__,
-                                           f"could not be traced: {exc}"))
-        return _finish(L, None, inputs_low, inputs_real)
-    L.forced.update(forced)
-    out_low, _ = L.run_graph(root, graph, "", inputs_low, inputs_real)
-    return _finish(L, out_low, inputs_low, inputs_real)
+    why = ""
+    if tracer != "export":
+        try:
+            graph, root, forced = trace(module, len(inputs_real), is_leaf)
+        except TraceFailure as exc:
+            why = f"torch.fx: {exc}"
+        else:
+            L.forced.update(forced)
+            out_low, _ = L.run_graph(root, graph, "", inputs_low, inputs_real)
+            return _finish(L, out_low, inputs_low, inputs_real)
+    if tracer != "fx":
+        try:
+            graph, root = export_trace(module, tuple(inputs_real), is_leaf)
+            out_low, _ = L.run_graph(root, graph, "", inputs_low, inputs_real)
+            return _finish(L, out_low, inputs_low, inputs_real)
+        except Exception as exc:  # never let the fallback break the audit: all unknown
+            msg = str(exc) if isinstance(exc, TraceFailure) else \
+                f"torch.export graph: {type(exc).__name__}: {str(exc)[:200]}"
+            why = f"{why}; {msg}" if why else msg
+            L = Lowerer(module, name)
+    L.unsupported.append(UnsupportedOp("<root>", "", type(module).__name__,
+                                       f"could not be traced: {why}"))
+    return _finish(L, None, inputs_low, inputs_real)
 
 
 def _finish(L: Lowerer, out_low, inputs_low, inputs_real) -> Lowered:
