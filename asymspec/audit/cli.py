@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from asymspec.atomic import atomic_write_bytes
 from asymspec.cli import _threads, main, set_option
 from asymspec.errors import UserError
 from asymspec.targets import instantiate
@@ -105,6 +106,9 @@ def _common(f):
                           "edge_index).")(f)
     f = click.option("--spec", type=click.Path(dir_okay=False), default=None,
                      help="Spec of a checkpoint TARGET (default: the one stored in it).")(f)
+    f = click.option("--tracer", type=click.Choice(["auto", "fx", "export"]), default="auto",
+                     show_default=True,
+                     help="torch.fx, torch.export, or fx with an export fallback.")(f)
     f = set_option(f)
     return click.argument("target")(f)
 
@@ -131,7 +135,7 @@ def _forward_ok(model, inputs, target: str) -> None:
 @click.option("--max-generators", type=int, default=None,
               help="Limit the generators listed in --json output.")
 @click.option("--no-numeric", is_flag=True, help="Skip the numerical check of generators.")
-def audit_cmd(target: str, input_shapes, spec, overrides, as_json: bool,
+def audit_cmd(target: str, input_shapes, spec, tracer: str, overrides, as_json: bool,
               max_generators: int | None, no_numeric: bool) -> None:
     """Audit TARGET (any PyTorch model) for residual parameter symmetries.
 
@@ -144,7 +148,7 @@ def audit_cmd(target: str, input_shapes, spec, overrides, as_json: bool,
     _forward_ok(model, inputs, target)
     name = target.rpartition(":")[2] or Path(target).stem
     try:
-        report = audit(model, inputs, name=name, numeric=not no_numeric)
+        report = audit(model, inputs, name=name, numeric=not no_numeric, tracer=tracer)
     except AuditError as exc:
         click.echo(f"internal error: {exc}", err=True)
         sys.exit(3)
@@ -161,19 +165,20 @@ def audit_cmd(target: str, input_shapes, spec, overrides, as_json: bool,
 @_common
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON here (default: stdout).")
-def perm_spec_cmd(target: str, input_shapes, spec, overrides, output: str | None) -> None:
+def perm_spec_cmd(target: str, input_shapes, spec, tracer: str, overrides,
+                  output: str | None) -> None:
     """Derive TARGET's permutation spec: which parameter axes permute together (JSON)."""
     from asymspec.audit import permutation_spec
 
     _threads()
     model, inputs = _resolve(target, input_shapes, spec, overrides)
     _forward_ok(model, inputs, target)
-    out = permutation_spec(model, inputs, name=target.rpartition(":")[2] or Path(target).stem)
+    out = permutation_spec(model, inputs, name=target.rpartition(":")[2] or Path(target).stem,
+                           tracer=tracer)
     out["target"] = target
     text = json.dumps(out, indent=1)
     if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(text)
+        atomic_write_bytes(output, text.encode("utf-8"))
         free = sum(g["kind"] != "fixed" for g in out["groups"])
         click.echo(f"wrote {output}: {free} permutation groups, {len(out['axes'])} tensors"
                    + (f", {len(out['unsupported'])} unsupported ops" if out["unsupported"]
