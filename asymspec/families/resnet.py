@@ -1,7 +1,7 @@
 """CIFAR-style ResNet of depth 6n+2 (He et al. 2016), as used by Lim et al. (§5.1, F.1–F.3).
 
-Three stages of ``n`` basic blocks with widths ``base_width * width * (1, 2, 4)``; stages 2 and 3
-start with stride 2.  Shortcut ``B`` is a 1x1 conv + norm where the shape changes, shortcut ``A``
+Three stages of ``n`` basic blocks with widths ``base_width * width * (1, 2, 4)`` (or explicit
+``stage_widths``); stages 2 and 3 start with stride 2.  Shortcut ``B`` is a 1x1 conv + norm where the shape changes, shortcut ``A``
 zero-pads channels (and subsamples).  ``norm: layernorm`` is ``GroupNorm(1, C)`` as in the paper.
 Convolutions have no bias unless ``norm: none``.
 """
@@ -22,7 +22,10 @@ def _norm(prog: Program, name: str, h: str, norm: str) -> str:
 def expand(m: dict) -> Program:
     depth = int(m.get("depth", 20))
     n = (depth - 2) // 6
-    widths = [int(m.get("base_width", 16)) * int(m.get("width", 1)) * f for f in (1, 2, 4)]
+    if m.get("stage_widths"):
+        widths = [int(w) for w in m["stage_widths"]]
+    else:
+        widths = [int(m.get("base_width", 16)) * int(m.get("width", 1)) * f for f in (1, 2, 4)]
     norm = m.get("norm", "batchnorm")
     act = m.get("activation", "relu")
     bias = norm == "none"
