@@ -1,9 +1,10 @@
 """CIFAR-style ResNet of depth 6n+2 (He et al. 2016), as used by Lim et al. (§5.1, F.1–F.3).
 
 Three stages of ``n`` basic blocks with widths ``base_width * width * (1, 2, 4)`` (or explicit
-``stage_widths``); stages 2 and 3 start with stride 2.  Shortcut ``B`` is a 1x1 conv + norm where the shape changes, shortcut ``A``
-zero-pads channels (and subsamples).  ``norm: layernorm`` is ``GroupNorm(1, C)`` as in the paper.
-Convolutions have no bias unless ``norm: none``.
+``stage_widths``); stages 2 and 3 start with stride 2.  Shortcut ``B`` is a 1x1 conv + norm
+where the shape changes, shortcut ``A`` zero-pads channels (and subsamples).
+``norm: layernorm`` is ``GroupNorm(1, C)`` as in the paper.  Convolutions have no bias unless
+``norm: none``.
 """
 
 from __future__ import annotations
