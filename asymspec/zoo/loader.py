@@ -1,0 +1,187 @@
+"""``asymspec.zoo.load(run_dir)``: a finished zoo as tensors (the contract in
+``/work/coord/CONTRACTS.md``; consumers: MLI, metanetworks).
+
+State tensors are stacked over members ``(M, ...)`` with the keys of the emitted model's
+``state_dict`` (parameters from the shards, buffers — identical for all members of a variant —
+expanded without copying).  ``flat`` concatenates parameter entries in ``state_dict`` order;
+with ``trainable_only`` (default) the frozen W-Asym entries are left out, so a W-Asym ResNet8
+row has only its trainable entries (the reference's metanetwork input).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from asymspec.errors import UserError
+from asymspec.spec import Spec, load_spec
+from asymspec.zoo import store
+from asymspec.zoo.layout import trainable_masks
+
+
+class Zoo:
+    def __init__(self, root: Path, config: dict[str, Any], allow_partial: bool = False) -> None:
+        self.root = Path(root)
+        self.config = config
+        self._specs = {k: load_spec(v) for k, v in config["variants"].items()}
+        self._members: dict[str, list[dict[str, Any]]] = {}
+        self._models: dict[str, torch.nn.Module] = {}
+        self._shard_tensors: dict[Path, dict[str, torch.Tensor]] = {}
+        for variant in self._specs:
+            self._members[variant] = self._read_members(variant, allow_partial)
+
+    # -- description ------------------------------------------------------------------
+    @property
+    def variants(self) -> list[str]:
+        return list(self._specs)
+
+    @property
+    def dataset(self) -> dict[str, Any]:
+        return dict(self.config.get("dataset", {}))
+
+    @property
+    def identity(self) -> str:
+        return self.config["identity"]
+
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        return self.config.get("summary")
+
+    def spec(self, variant: str) -> Spec:
+        return self._specs[self._check(variant)]
+
+    def members(self, variant: str) -> list[dict[str, Any]]:
+        return [dict(m) for m in self._members[self._check(variant)]]
+
+    def model(self, variant: str) -> torch.nn.Module:
+        """One emitted module of ``variant`` (its buffers are every member's buffers)."""
+        if variant not in self._models:
+            from asymspec.nn import emit
+            from asymspec.zoo.zoo import compile_variant
+
+            self._models[variant] = emit(compile_variant(self.spec(variant)), 0)
+        return self._models[variant]
+
+    # -- tensors ----------------------------------------------------------------------
+    def state(self, variant: str, ids: list[str] | None = None,
+              include_diverged: bool = False) -> dict[str, torch.Tensor]:
+        """θT stacked ``(M, ...)`` for ``ids`` (default: all non-diverged members, in index
+        order), every ``state_dict`` key of the emitted model."""
+        chosen = self._select(variant, ids, include_diverged)
+        params: dict[str, list[torch.Tensor]] = {}
+        for m in chosen:
+            tensors = self._tensors(m["_shard_dir"])
+            for key, t in tensors.items():
+                params.setdefault(key, []).append(t[m["offset"]])
+        out = {}
+        for key, buf in self.model(variant).state_dict().items():
+            if key in params:
+                out[key] = torch.stack(params[key])
+            else:
+                out[key] = buf.detach().unsqueeze(0).expand(len(chosen), *buf.shape)
+        return out
+
+    def initial_state(self, variant: str, ids: list[str] | None = None,
+                      include_diverged: bool = False) -> dict[str, torch.Tensor]:
+        """θ0 stacked ``(M, ...)``, rebuilt from the spec and each member's ``init_seed``
+        (bit-identical to the θ0 trained from; :meth:`verify_initial` checks the hashes)."""
+        from asymspec.nn import emit
+        from asymspec.zoo.zoo import compile_variant
+
+        chosen = self._select(variant, ids, include_diverged)
+        ir = compile_variant(self.spec(variant))
+        states = [emit(ir, m["init_seed"]).state_dict() for m in chosen]
+        return {k: torch.stack([s[k] for s in states]) for k in states[0]} if states else {}
+
+    def verify_initial(self, variant: str, ids: list[str] | None = None) -> bool:
+        """True when every rebuilt θ0 has the SHA-256 recorded at training time."""
+        from asymspec.zoo.layout import ParamLayout
+        from asymspec.zoo.train import state_sha256
+
+        chosen = self._select(variant, ids, True)
+        layout = ParamLayout.of(self.model(variant))
+        init = self.initial_state(variant, [m["id"] for m in chosen], True)
+        flat = layout.from_states({k: init[k] for k in layout.keys})
+        return all(state_sha256(row) == m["init_sha256"] for row, m in zip(flat, chosen))
+
+    def trainable_mask(self, variant: str) -> dict[str, torch.Tensor]:
+        return trainable_masks(self.model(self._check(variant)))
+
+    def flat(self, variant: str, ids: list[str] | None = None, trainable_only: bool = True,
+             include_diverged: bool = False) -> tuple[torch.Tensor, list[str]]:
+        """``(M, D)`` parameter rows (``state_dict`` order; buffers never included) and ids."""
+        chosen = self._select(variant, ids, include_diverged)
+        state = self.state(variant, [m["id"] for m in chosen], True)
+        masks = self.trainable_mask(variant)
+        params = dict(self.model(variant).named_parameters())
+        cols = []
+        for key, value in state.items():
+            if key not in params:
+                continue
+            rows = value.reshape(len(chosen), -1)
+            cols.append(rows[:, masks[key].reshape(-1)] if trainable_only else rows)
+        flat = torch.cat(cols, 1) if cols else torch.zeros(len(chosen), 0)
+        return flat, [m["id"] for m in chosen]
+
+    # -- internals --------------------------------------------------------------------
+    def _check(self, variant: str) -> str:
+        if variant not in self._specs:
+            raise UserError(f"zoo {self.root} has no variant {variant!r}; variants: "
+                            f"{', '.join(self._specs)}")
+        return variant
+
+    def _select(self, variant: str, ids, include_diverged: bool) -> list[dict[str, Any]]:
+        members = self._members[self._check(variant)]
+        if ids is None:
+            return [m for m in members if include_diverged or m["diverged"] is None]
+        by_id = {m["id"]: m for m in members}
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise UserError(f"zoo {self.root}, variant {variant!r}: no member(s) "
+                            f"{', '.join(map(str, missing[:5]))}")
+        return [by_id[i] for i in ids]
+
+    def _tensors(self, directory: Path) -> dict[str, torch.Tensor]:
+        if directory not in self._shard_tensors:
+            self._shard_tensors[directory] = store.read_shard_tensors(directory)
+        return self._shard_tensors[directory]
+
+    def _read_members(self, variant: str, allow_partial: bool) -> list[dict[str, Any]]:
+        from asymspec.zoo.plan import shard_ranges
+
+        n_shards = len(shard_ranges(self.config["members"], self.config["shard_size"]))
+        out, missing = [], []
+        for k in range(n_shards):
+            d = store.shard_dir(self.root, variant, k)
+            if not (d / "members.json").is_file():
+                missing.append(k)
+                continue
+            rec = store.read_shard_record(d)
+            if rec.get("identity") != self.identity:
+                raise UserError(f"{d} belongs to another zoo (identity mismatch); remove it")
+            for m in rec["members"]:
+                out.append({**m, "variant": variant, "shard": k, "_shard_dir": d})
+        if missing and not allow_partial:
+            raise UserError(f"zoo {self.root}: variant {variant!r} has {len(missing)} of "
+                            f"{n_shards} shards unfinished; resume the run (same command) or "
+                            "pass allow_partial=True")
+        return sorted(out, key=lambda m: m["index"])
+
+
+def load(run_dir: str | os.PathLike[str], allow_partial: bool = False) -> Zoo:
+    """The zoo in ``run_dir`` (a finished ``kind: zoo`` run, or a :func:`train_zoo` root)."""
+    root = Path(run_dir)
+    path = root / "zoo.json"
+    if not path.is_file():
+        raise UserError(f"{root} is not a zoo (no zoo.json); zoos are made by `asymspec run "
+                        "specs/zoo_resnet8.yaml` or asymspec.zoo.train_zoo")
+    config = store.read_json(path)
+    if config.get("format") != store.ZOO_FORMAT:
+        raise UserError(f"{path}: unknown format {config.get('format')!r}")
+    if not config.get("complete") and not allow_partial:
+        raise UserError(f"zoo {root} is not finished; resume the run (same command) or pass "
+                        "allow_partial=True")
+    return Zoo(root, config, allow_partial)
