@@ -1,7 +1,13 @@
 """The ``asymspec`` command line.
 
 Exit codes: 0 success; 1 the check found residual symmetries (``check``/``audit``); 2 invalid
-input (bad spec, bad file, bad option) — always a one-paragraph message, never a traceback.
+input (bad spec, bad file, bad option, a model too large to build) — always a one-paragraph
+message, never a traceback; 3 an internal error (a bug in asymspec: the message says so and the
+traceback follows), so a crash can never read as "symmetric".
+
+Startup is kept light: this module imports only click and the standard library; feature
+commands (:data:`LAZY_COMMANDS`) are imported when invoked, and ``asymspec --help`` lists them
+from :data:`LAZY_HELP` without importing them.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -16,10 +23,19 @@ import click
 from asymspec.atomic import atomic_torch_save  # noqa: F401  (re-exported for commands)
 from asymspec.errors import UserError
 
+# torch-geometric scripts a few helpers with torch.jit.script at import time; torch 2.x warns
+# that it is deprecated on every CLI invocation that touches PyG.  The warning is about PyG's
+# code, not the user's, so the command line hides it.
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*is deprecated",
+                        category=FutureWarning)
+
+EXIT_INTERNAL = 3
+
 
 class _Group(click.Group):
-    """Turns :class:`UserError` into a message on stderr and exit code 2; loads feature
-    commands lazily (:data:`LAZY_COMMANDS`)."""
+    """Turns :class:`UserError` into a message on stderr and exit code 2, running out of memory
+    into exit 2 naming the limits, and any other exception into exit 3 (internal error); loads
+    feature commands lazily (:data:`LAZY_COMMANDS`)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
@@ -31,12 +47,44 @@ class _Group(click.Group):
             importlib.import_module(LAZY_COMMANDS[name])
         return super().get_command(ctx, name)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list without importing the lazy commands' modules."""
+        rows = []
+        limit = formatter.width - 6 - max(len(n) for n in self.list_commands(ctx))
+        for name in self.list_commands(ctx):
+            cmd = self.commands.get(name)
+            if cmd is not None:
+                if cmd.hidden:
+                    continue
+                rows.append((name, cmd.get_short_help_str(limit)))
+            else:
+                rows.append((name, click.Command(name, help=LAZY_HELP.get(name, ""))
+                             .get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except MemoryError:
+            click.echo("error: out of memory while building or checking the model; lower its "
+                       "sizes, or lower ASYMSPEC_MAX_PARAMS so such specs are refused early",
+                       err=True)
+            ctx.exit(2)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit,
+                KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug: say so, never exit 1 ("symmetric")
+            import traceback
+
+            traceback.print_exc()
+            click.echo(f"internal error (a bug in asymspec, please report it): "
+                       f"{type(exc).__name__}: {exc}", err=True)
+            ctx.exit(EXIT_INTERNAL)
 
 
 def _threads() -> None:
@@ -45,6 +93,24 @@ def _threads() -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("ASYMSPEC_THREADS", "1")))
+
+
+def check_output_path(path: str, option: str) -> None:
+    """Fail before any work when ``path`` cannot be written: its directory is missing, is a
+    file, or is not writable, or ``path`` itself is a directory."""
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    problem = None
+    if target.is_dir():
+        problem = "is a directory"
+    elif not parent.exists():
+        problem = f"directory '{parent}' does not exist"
+    elif not parent.is_dir():
+        problem = f"'{parent}' is not a directory"
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        problem = f"directory '{parent}' is not writable"
+    if problem:
+        raise UserError(f"{option} {path}: cannot write there ({problem})")
 
 
 set_option = click.option(
@@ -65,18 +131,18 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def show(spec: str, overrides: tuple[str, ...], as_json: bool) -> None:
     """Print the layers of SPEC with trainable / fixed / buffer counts per layer."""
-    from asymspec.compiler import build
-    from asymspec.paramtable import format_table, parameter_table, totals
+    from asymspec.compiler import compile_ir
+    from asymspec.paramtable import format_table, ir_parameter_table, totals
 
     _threads()
-    model = build(spec, overrides)
-    rows = parameter_table(model)
+    ir = compile_ir(spec, overrides)  # counts come from the IR: no weight is allocated
+    rows = ir_parameter_table(ir)
     if as_json:
         click.echo(json.dumps({"layers": [r.as_dict() for r in rows], "totals": totals(rows)},
                               indent=2))
         return
-    s = model.ir.g.graph["spec"]
-    passes = ", ".join(p["pass"] for p in model.ir.g.graph["passes"]) or "none"
+    s = ir.g.graph["spec"]
+    passes = ", ".join(p["pass"] for p in ir.g.graph["passes"]) or "none"
     click.echo(f"{s.data['name']}  (family {s.data['model']['family']}, asymmetry: {passes})")
     click.echo(format_table(rows))
 
@@ -96,6 +162,7 @@ def compile_cmd(spec: str, output: str, overrides: tuple[str, ...], seed: int | 
     from asymspec.paramtable import parameter_table, totals
 
     _threads()
+    check_output_path(output, "-o/--output")
     model = build(spec, overrides, init_seed=seed)
     s = model.ir.g.graph["spec"]
     verdict = None
@@ -120,7 +187,11 @@ def compile_cmd(spec: str, output: str, overrides: tuple[str, ...], seed: int | 
         "param_table": [r.as_dict() for r in rows],
         "check": verdict,
     }
-    atomic_torch_save(payload, Path(output))
+    try:
+        atomic_torch_save(payload, Path(output))
+    except OSError as exc:
+        raise UserError(f"{output}: cannot write the checkpoint: {exc.strerror or exc}") \
+            from None
     t = totals(rows)
     click.echo(f"wrote {output}: {t['trainable']:,} trainable, {t['fixed']:,} fixed, "
                f"{t['buffers']:,} buffer entries")
@@ -154,6 +225,19 @@ def check_cmd(spec: str, overrides: tuple[str, ...], as_json: bool,
 # Commands that live with their feature (audit, alignment, experiment runs) are imported only
 # when invoked (or listed), so `asymspec check` does not pay for torch-geometric or Ray imports.
 # Their modules attach the commands to `main` with `@main.command`.
+# First help lines of the lazy commands (``asymspec --help`` shows them without importing the
+# commands' modules; a test keeps them equal to the commands' own docstrings).
+LAZY_HELP = {
+    "align": "Permute network B.pt to align it with A.pt (Git Re-Basin / activation "
+             "matching).",
+    "audit": "Audit TARGET (any PyTorch model) for residual parameter symmetries.",
+    "canonicalize": "Put every permutation group of A.pt in canonical (NodeSort) order.",
+    "perm-spec": "Derive TARGET's permutation spec: which parameter axes permute together "
+                 "(JSON).",
+    "report": "Re-render the figures and report.md of RUN_DIR from its results.json.",
+    "run": "Run (or resume) the experiment SPEC; prints the run directory.",
+}
+
 LAZY_COMMANDS = {
     "audit": "asymspec.audit.cli",
     "perm-spec": "asymspec.audit.cli",

@@ -13,22 +13,41 @@ from asymspec.ir.build import build_ir
 from asymspec.ir.graph import IRGraph
 from asymspec.nn.model import emit
 from asymspec.passes import run_passes
-from asymspec.spec import Spec, load_spec
+from asymspec.spec import Spec, load_spec, load_spec_text
+from asymspec.spec.limits import ir_size_problem
 
 SpecLike = str | Path | dict | Spec
 
 
+def is_spec_text(spec: object) -> bool:
+    """Whether a ``str`` is YAML text rather than a path: it has a line break, or it is a
+    one-line flow mapping (``{name: ..., model: ...}``).  A path never contains either."""
+    return isinstance(spec, str) and ("\n" in spec or spec.lstrip().startswith("{"))
+
+
 def as_spec(spec: SpecLike, overrides: Sequence[str] | None = None) -> Spec:
+    """A :class:`Spec` from a path, YAML text (e.g. ``checkpoint["spec"]``), a dict or a Spec."""
     if isinstance(spec, Spec):
         return spec if not overrides else spec.with_overrides(list(overrides))
+    if is_spec_text(spec):
+        return load_spec_text(spec, "<spec text>", list(overrides) if overrides else None)
     return load_spec(spec, overrides=list(overrides) if overrides else None)
 
 
 def compile_ir(spec: SpecLike, overrides: Sequence[str] | None = None) -> IRGraph:
-    """The IR of ``spec`` after all asymmetry passes (the single source of truth)."""
+    """The IR of ``spec`` after all asymmetry passes (the single source of truth).
+
+    ``spec`` is a path, YAML text, a dict or a :class:`Spec`.  A model over
+    :data:`~asymspec.spec.limits.MAX_PARAMS` entries is rejected (located :class:`SpecError`)
+    before the passes allocate masks or fixed values.
+    """
     s = as_spec(spec, overrides)
     program = expand_model(s.data["model"])
     ir = build_ir(program, s.data["name"], s.error)
+    too_big = ir_size_problem(ir)
+    if too_big is not None:
+        message, layer, _ = too_big
+        raise s.error(ir.node(layer).get("source") or ("model",), message)
     ir = run_passes(ir, s.data.get("asymmetry"), s.error)
     ir.g.graph["spec"] = s
     return ir
@@ -36,7 +55,7 @@ def compile_ir(spec: SpecLike, overrides: Sequence[str] | None = None) -> IRGrap
 
 def build(spec: SpecLike, overrides: Sequence[str] | None = None,
           init_seed: int | None = None) -> nn.Module:
-    """Compile ``spec`` and return a plain ``torch.nn.Module``.
+    """Compile ``spec`` (a path, YAML text, a dict or a Spec) into a plain ``torch.nn.Module``.
 
     ``init_seed`` overrides the spec's ``seed`` (the initialisation seed); the asymmetry seed
     (masks, F, noise) stays the spec's, so models of one spec differ only in trainable init.

@@ -20,14 +20,14 @@ from asymspec.ir.graph import IRGraph
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """``{"state_dict": ..., ...}`` from a compile checkpoint or a plain state_dict file."""
+    """``{"state_dict": ..., ...}`` from a compile checkpoint or a plain state_dict file.
+
+    Loaded with ``weights_only=True`` (:func:`asymspec.checkpoint.read_checkpoint`).
+    """
+    from asymspec.checkpoint import read_checkpoint
+
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is the file's fault
-        raise UserError(f"{path}: not a torch checkpoint ({type(exc).__name__}: {exc})") from None
+    obj = read_checkpoint(path)  # weights_only=True: a crafted pickle cannot run code
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         payload = dict(obj)
     elif isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from asymspec.ir.graph import IRGraph
 from asymspec.passes import fixed_bias, sigma_asym, syre, w_asym
+from asymspec.passes.select import unmatched_globs
 
 PASSES: dict[str, Callable] = {
     fixed_bias.NAME: fixed_bias.apply,
@@ -27,6 +28,7 @@ def run_passes(ir: IRGraph, asymmetry: dict | str | None, error) -> IRGraph:
     if not asymmetry or asymmetry == "none":
         return ir
     seed = int(asymmetry.get("seed", 0))
+    _check_globs(ir, asymmetry, error)
     for name in ORDER:
         cfg = asymmetry.get(name)
         if cfg is None:
@@ -35,6 +37,20 @@ def run_passes(ir: IRGraph, asymmetry: dict | str | None, error) -> IRGraph:
         ir.g.graph["passes"].append({"pass": name, "layers": changed})
     sync_shared(ir)
     return ir
+
+
+def _check_globs(ir: IRGraph, asymmetry: dict, error) -> None:
+    """A ``layers`` or ``overrides`` glob that matches no layer of the model is an error (keys
+    are strict everywhere else; a typo must not silently leave layers symmetric)."""
+    names = sorted(n for n in ir.g.nodes if ir.node(n)["op"] != "input")
+    for method in ORDER:
+        cfg = asymmetry.get(method)
+        if not cfg:
+            continue
+        for path, glob in unmatched_globs(cfg, names):
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise error(("asymmetry", method) + path,
+                        f"glob {glob!r} matches no layer of the model (layers: {shown})")
 
 
 def sync_shared(ir: IRGraph) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from asymspec.ir.graph import IRGraph
-from asymspec.passes.select import settings_for
+from asymspec.passes.select import require_finite, settings_for
 from asymspec.seeding import generator
 
 NAME = "fixed_bias"
@@ -29,6 +29,8 @@ def apply(ir: IRGraph, cfg: dict, seed: int, error) -> list[str]:
         k = float(s.get("k", 1.0))
         u = torch.rand(node["size"], generator=generator(seed, NAME, "bias", name))
         node["bias"] = (2 * u - 1) * k
+        require_finite(node["bias"], name, "k", k,
+                       ("asymmetry", NAME) + s["_source"].get("k", ("k",)), error)
         node.setdefault("asymmetry", {})[NAME] = {"k": k}
         changed.append(name)
     return changed

@@ -33,12 +33,14 @@ def apply(ir: IRGraph, cfg: dict, seed: int, error) -> list[str]:
             continue
         (x,) = node["inputs"]
         d = node["size"]
-        std = float(s.get("f_std", 1.0))
+        std = given = float(s.get("f_std", 1.0))
         if s.get("scale", "absolute") == "inv_sqrt_dim":
             std /= math.sqrt(d)
         image = node["layout"] == "image"
         shape = (d, d, 1, 1) if image else (d, d)
         F = torch.randn(shape, generator=generator(seed, NAME, "F", name)) * std
+        _require_distinct_nonzero(F, name, given, ("asymmetry", NAME) + s["_source"].get(
+            "f_std", ("f_std",)), error)
         f_name, g_name = f"{name}_F", f"{name}_gate"
         op = "conv2d" if image else "linear"
         attrs = ({"kernel_size": 1, "stride": 1, "padding": 0, "in_channels": d} if image
@@ -60,3 +62,31 @@ def apply(ir: IRGraph, cfg: dict, seed: int, error) -> list[str]:
         node.setdefault("asymmetry", {})[NAME] = {"f_std": std}
         changed.append(name)
     return changed
+
+
+def _require_distinct_nonzero(F: torch.Tensor, layer: str, std: float, where: tuple,
+                              error) -> None:
+    """Check Proposition 2's hypotheses on the F actually drawn (Lim et al., App. B.2.1): F has
+    no zero entry and no permutation symmetry (P2 F P1 = F only for P1 = P2 = I).  The verifier's
+    "FiGLU: no continuous symmetry (proven)" rests on them; with ``f_std: 0`` FiGLU is x/2 and
+    every invertible map of the layer is a symmetry.  The paper's "distinct entries" is only a
+    sufficient condition and fails in float32 for large layers (birthday collisions), so the
+    exact test used is another sufficient one: the rows of F are pairwise distinct as
+    multisets of values (so P2 = I), and so are the columns (so P1 = I)."""
+    d = F.shape[0]
+    M = F.reshape(d, -1)
+    if not bool(torch.isfinite(M).all()):
+        raise error(where, f"layer '{layer}': f_std={std:g} overflows float32 (F has infinite "
+                    "entries); use a smaller f_std")
+    zeros = int((M == 0).sum())
+    if zeros:
+        raise error(where, f"layer '{layer}': F has {zeros} zero entr{'y' if zeros == 1 else 'ies'}"
+                    f" (f_std={std:g}); FiGLU's asymmetry (Lim et al. Prop. 2) needs F without "
+                    "zero entries: f_std must be positive and large enough for float32")
+    for axis, what in ((1, "rows"), (0, "columns")):
+        lines = torch.sort(M, dim=axis).values
+        lines = lines if axis == 1 else lines.T
+        if torch.unique(lines, dim=0).shape[0] != d:
+            raise error(where, f"layer '{layer}': two {what} of F hold the same values "
+                        f"(f_std={std:g}), so asymmetry (Lim et al. Prop. 2) cannot be "
+                        "certified; change f_std or asymmetry.seed")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from asymspec.ir.graph import IRGraph
-from asymspec.passes.select import settings_for
+from asymspec.passes.select import require_finite, settings_for
 from asymspec.seeding import generator
 
 NAME = "syre"
@@ -27,6 +27,8 @@ def apply(ir: IRGraph, cfg: dict, seed: int, error) -> list[str]:
         kappa = float(s.get("kappa", 1.0))
         noise = torch.randn(edge["weight_shape"], generator=generator(seed, NAME, "noise", dst))
         edge["offset"] = noise * kappa
+        require_finite(edge["offset"], dst, "kappa", kappa,
+                       ("asymmetry", NAME) + s["_source"].get("kappa", ("kappa",)), error)
         edge["decided_by"].append(NAME)
         ir.node(dst).setdefault("asymmetry", {})[NAME] = {"kappa": kappa}
         changed.append(dst)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from asymspec.ir.graph import IRGraph
-from asymspec.passes.select import settings_for
+from asymspec.passes.select import require_finite, settings_for
 from asymspec.seeding import generator
 
 NAME = "w_asym"
@@ -81,6 +81,8 @@ def apply(ir: IRGraph, cfg: dict, seed: int, error) -> list[str]:
         else:
             fixed_pos = fixed_pos.reshape(shape)
         values = torch.randn(shape, generator=generator(seed, NAME, "values", dst)) * kappa
+        require_finite(values, dst, "kappa", kappa,
+                       ("asymmetry", NAME) + s["_source"].get("kappa", ("kappa",)), error)
         edge["mask"] = ~fixed_pos
         edge["fixed"] = torch.where(fixed_pos, values, torch.zeros(()))
         edge["decided_by"].append(NAME)

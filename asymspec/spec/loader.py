@@ -40,13 +40,32 @@ def load_spec(source: Source, overrides: Sequence[str] | None = None, *,
         raise TypeError(f"load_spec() takes a path or a dict, got {type(source).__name__}")
     filename = os.fspath(source)
     try:
-        text = FsPath(filename).read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"spec file is not valid UTF-8 ({exc.reason} at byte {exc.start})",
-                        filename) from None
+        raw = FsPath(filename).read_bytes()
     except OSError as exc:
         raise SpecError(f"cannot read spec file: {exc.strerror or exc}", filename) from None
-    return load_spec_text(text, filename, overrides, schema=schema)
+    return load_spec_text(decode_spec(raw, filename), filename, overrides, schema=schema)
+
+
+_UTF16_32 = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+             (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+
+
+def decode_spec(raw: bytes, filename: str | None = None) -> str:
+    """Spec bytes -> text: UTF-8 (a BOM is allowed); UTF-16/32 get a message saying so."""
+    for bom, name in _UTF16_32:
+        if raw.startswith(bom):
+            raise SpecError(f"the spec file is {name} (it starts with a {name} byte-order mark); "
+                            f"{name} is not supported: save it as UTF-8", filename, 1, 1)
+    if len(raw) >= 4 and (raw[0::2][:2] == b"\x00\x00" or raw[1::2][:2] == b"\x00\x00"):
+        raise SpecError("the spec file looks like UTF-16 (every other byte is zero); UTF-16 is "
+                        "not supported: save it as UTF-8", filename, 1, 1)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SpecError(f"spec file is not valid UTF-8 ({exc.reason} at byte {exc.start}); "
+                        "save it as UTF-8", filename, line, column) from None
 
 
 def load_spec_text(text: str, filename: str | None = None,

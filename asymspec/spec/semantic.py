@@ -1,14 +1,18 @@
 """Checks JSON Schema cannot express, run by the loader on validated, default-filled data.
 
-Only checks that need nothing but the spec's own fields live here (resnet depth = 6n+2, cnn
-strides/channels lengths, odd cnn kernel, transformer heads | d_model).  Checks that need the
+Only checks that need nothing but the spec's own fields live here (size limits, finite asymmetry
+scales, resnet depth = 6n+2, cnn strides/channels lengths, odd cnn kernel, transformer
+heads | d_model).  Checks that need the
 built graph (cycles, unknown ``in`` names, shapes, nfix vs fan-in) belong to the IR builder.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
+
+from asymspec.spec.limits import size_problems
 
 Path = tuple[str | int, ...]
 
@@ -19,6 +23,8 @@ def semantic_problems(data: dict[str, Any]) -> Iterator[tuple[tuple[Path, ...], 
     The first path is the field the problem is about; later ones are related fields to point at
     instead when the first was not written in the file (e.g. a defaulted ``heads``).
     """
+    yield from size_problems(data)
+    yield from _finite_scales(data)
     model = data["model"]
     family = model["family"]
     if family == "resnet":
@@ -47,3 +53,21 @@ def semantic_problems(data: dict[str, Any]) -> Iterator[tuple[tuple[Path, ...], 
             yield (("model", "mlp_ratio"), ("model", "d_model")), (
                 f"d_model * mlp_ratio must be a whole number >= 1 (the MLP width), got "
                 f"{d_model} * {model['mlp_ratio']} = {hidden}")
+
+
+def _finite_scales(data: dict[str, Any]) -> Iterator[tuple[tuple[Path, ...], str]]:
+    """Every number under ``asymmetry`` must be finite: an infinite kappa / f_std / k makes every
+    fixed value ±inf and the forward NaN.  (Finite but overflowing values are caught by the
+    passes, which check the float32 values they draw.)"""
+    asym = data.get("asymmetry")
+    if not isinstance(asym, dict):
+        return
+    stack: list[tuple[Path, Any]] = [(("asymmetry",), asym)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((path + (k,), v) for k, v in reversed(list(node.items())))
+        elif isinstance(node, list):
+            stack.extend((path + (i,), v) for i, v in reversed(list(enumerate(node))))
+        elif isinstance(node, float) and not math.isfinite(node):
+            yield (path,), f"must be a finite number, got {node}"
