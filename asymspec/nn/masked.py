@@ -1,11 +1,26 @@
 """Linear and conv layers whose effective weight mixes trainable and frozen entries.
 
-``effective_weight = where(weight_mask, weight, weight_fixed) + weight_offset`` is computed
-functionally in every forward pass: no in-place writes to ``.data`` and no gradient hooks, so any
-optimizer (weight decay included) leaves frozen entries exactly as they are, and the gradient of
-``weight`` at frozen positions is exactly zero.  Masks, fixed values and offsets are persistent
-buffers: they travel in ``state_dict`` so two models of one spec interpolate with identical
-frozen entries.
+The semantics are ``effective_weight = where(weight_mask, weight, weight_fixed) + weight_offset``
+(:meth:`MaskedWeightMixin.effective_weight`, the reference formula): any optimizer (weight decay
+included) leaves the frozen entries of the effective weight exactly as they are, and the gradient
+of ``weight`` at frozen positions is exactly zero.  Masks, fixed values and offsets are
+persistent buffers: they travel in ``state_dict`` so two models of one spec interpolate with
+identical frozen entries.
+
+Why forward does not evaluate that formula in eager mode: on a CPU, a ``torch.where`` over the
+weight with a boolean mask costs about half of a batch-64 dense layer's forward + backward, and
+its backward another full pass.  The fast path instead keeps the frozen entries *written into*
+the raw ``weight`` Parameter: each forward re-writes them (a sparse ``index_copy_`` of the
+frozen positions only, through ``.data`` so autograd's version counters and saved tensors are
+untouched — the values written are the ones already there unless an optimizer or a user moved
+them), then uses ``weight`` directly; the identity :class:`_ZeroFrozenGrad` zeroes the gradient
+at the frozen positions in backward (again sparse, in place on the freshly computed gradient).
+Both paths give bit-identical outputs and gradients.  Whenever writing into ``weight`` would not
+be right — ``weight`` is not this module's own leaf Parameter (``torch.func.functional_call``
+with other tensors), a ``torch.func`` transform (vmap, grad) is active, or ``torch.compile`` is
+tracing (inductor fuses the ``where`` into one kernel anyway) — forward uses the reference
+formula.  Between an optimizer step and the next forward the raw ``weight`` may therefore hold
+drifted values at frozen positions; they are never used (exactly as before this fast path).
 """
 
 from __future__ import annotations
@@ -15,6 +30,51 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class _ZeroFrozenGrad(torch.autograd.Function):
+    """Identity on the weight whose backward zeroes the gradient at the frozen positions.
+
+    ``index`` holds flat positions valid for the gradient's memory layout (see
+    :meth:`MaskedWeightMixin._frozen_index`).  The incoming gradient is the one the single
+    consumer (``F.linear`` / ``F.conv2d`` / the autocast cast) just produced, so zeroing it in
+    place touches nobody else's tensor and costs one sparse pass, not a dense ``where``.
+    """
+
+    @staticmethod
+    def forward(w: torch.Tensor, layer: MaskedWeightMixin) -> torch.Tensor:  # type: ignore[override]
+        return w.view_as(w)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.layer = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        flat = _flat_view(grad)
+        if flat is None:  # an unusual (overlapping / strided) layout: stay out of place
+            grad = grad.contiguous()
+            flat = grad.view(-1)
+        flat.index_fill_(0, ctx.layer._frozen_index(grad)[0], 0)
+        return grad, None
+
+
+def _flat_view(t: torch.Tensor) -> torch.Tensor | None:
+    """A 1-d view over ``t``'s memory when ``t`` is dense (any dimension order), else None."""
+    if t.is_contiguous():
+        return t.view(-1)
+    expected = 1  # dense: strides sorted ascending are the running products of the sizes
+    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
+        if stride != expected:
+            return None
+        expected *= size
+    return t.as_strided((t.numel(),), (1,), t.storage_offset())
+
+
+def _use_fast_path(w: torch.Tensor) -> bool:
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return False
+    return isinstance(w, nn.Parameter) and w.is_leaf
 
 
 class MaskedWeightMixin(nn.Module):
@@ -55,14 +115,61 @@ class MaskedWeightMixin(nn.Module):
             self.bias = nn.Parameter(b_init)
         else:
             self.bias = None
+        self._frozen_cache: tuple | None = None
 
     def effective_weight(self) -> torch.Tensor:
+        """The weight forward uses, by the reference formula (differentiable, no side effects)."""
         w = self.weight
         if self.weight_mask is not None:
             w = torch.where(self.weight_mask, w, self.weight_fixed)
         if self.weight_offset is not None:
             w = w + self.weight_offset
         return w
+
+    def forward_weight(self) -> torch.Tensor:
+        """The effective weight for a forward pass: equal to :meth:`effective_weight`, same
+        gradient, but in eager mode without a dense pass over the weight (module docstring)."""
+        w = self.weight
+        if self.weight_mask is not None:
+            if _use_fast_path(w):
+                index, values = self._frozen_index(w)
+                flat = _flat_view(w.data)
+                if flat is None:  # cannot write in place: use the reference formula
+                    w = torch.where(self.weight_mask, w, self.weight_fixed)
+                else:
+                    flat.index_copy_(0, index, values)
+                    w = _ZeroFrozenGrad.apply(w, self)
+            else:
+                w = torch.where(self.weight_mask, w, self.weight_fixed)
+        if self.weight_offset is not None:
+            w = w + self.weight_offset
+        return w
+
+    def _frozen_index(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat positions of the frozen entries in ``like``'s memory layout, and their values.
+
+        Cached per layout (the weight and its gradient may differ, e.g. channels-last); the
+        cache is dropped when the mask or fixed-value buffer changes identity or version
+        (``load_state_dict``, ``.to()``), so in-place buffer updates never see stale positions.
+        """
+        mask, fixed = self.weight_mask, self.weight_fixed
+        key = (mask.data_ptr(), mask._version, fixed.data_ptr(), fixed._version)
+        cache = self._frozen_cache
+        if cache is None or cache[0] != key:
+            cache = self._frozen_cache = (key, {})
+        layout = (like.device, like.dtype, like.stride())
+        hit = cache[1].get(layout)
+        if hit is None:
+            coords = (~mask).nonzero().t()  # (ndim, n), row-major order
+            strides = torch.tensor(like.stride(), dtype=torch.long, device=coords.device)
+            index = (coords * strides[:, None]).sum(0).to(like.device)
+            values = fixed[tuple(coords)].to(like.device, like.dtype)
+            hit = cache[1][layout] = (index, values)
+        return hit
+
+    def _apply(self, fn, recurse=True):  # .to(), .cuda(), .half(): drop device-bound caches
+        self._frozen_cache = None
+        return super()._apply(fn, recurse)
 
 
 class AsymLinear(MaskedWeightMixin):
@@ -73,7 +180,7 @@ class AsymLinear(MaskedWeightMixin):
         self._setup_weight((out_features, in_features), bias, mask, fixed, offset, gen)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.effective_weight(), self.bias)
+        return F.linear(x, self.forward_weight(), self.bias)
 
     def extra_repr(self) -> str:
         kind = "frozen" if self.frozen else ("masked" if self.weight_mask is not None else "")
@@ -90,7 +197,7 @@ class AsymConv2d(MaskedWeightMixin):
         self._setup_weight(shape, bias, mask, fixed, offset, gen)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.effective_weight(), self.bias, self.stride, self.padding)
+        return F.conv2d(x, self.forward_weight(), self.bias, self.stride, self.padding)
 
     def extra_repr(self) -> str:
         kind = "frozen" if self.frozen else ("masked" if self.weight_mask is not None else "")
@@ -111,7 +218,7 @@ class SharedDense(nn.Module):
         self.stride, self.padding = stride, padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.owner.effective_weight()
+        w = self.owner.forward_weight()
         if w.dim() == 2:
             return F.linear(x, w, self.owner.bias)
         return F.conv2d(x, w, self.owner.bias, self.stride, self.padding)

@@ -1,0 +1,211 @@
+"""Masked / noisy / frozen layers: the fast eager path against the reference formula, and the
+frozen-entry invariants under optimizers, weight decay, sharing, torch.func and layout changes."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+
+import asymspec
+from asymspec.nn.masked import MaskedWeightMixin
+from asymspec.seeding import generator
+from tests.data.make_emit_checkpoints import specs
+
+SPECS = specs()  # tiny models covering every layer kind (masked, filters, syre, F, shared...)
+
+
+def _layers(model: torch.nn.Module) -> list[MaskedWeightMixin]:
+    return [m for m in model.modules() if isinstance(m, MaskedWeightMixin)]
+
+
+def _drift(model: torch.nn.Module, seed: str) -> None:
+    """Move every raw trainable entry, frozen positions included (as weight decay does)."""
+    g = generator("drift", seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+def _reference(model, inputs):
+    """Output and parameter gradients through the ``where`` formula: functional_call with
+    plain (non-Parameter) tensors never takes the fast path."""
+    params = {k: v.detach().clone().requires_grad_() for k, v in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+    out = functional_call(model, {**params, **buffers}, tuple(inputs))
+    out.square().mean().backward()
+    return out.detach(), {k: v.grad for k, v in params.items()}
+
+
+def _fast(model, inputs):
+    model.zero_grad(set_to_none=True)
+    out = model(*inputs)
+    out.square().mean().backward()
+    return out.detach(), {k: v.grad for k, v in model.named_parameters()}
+
+
+@pytest.mark.parametrize("key", sorted(SPECS))
+def test_fast_path_is_bit_identical_to_reference(key: str) -> None:
+    ir = asymspec.compile_ir(SPECS[key])
+    model = asymspec.nn.emit(ir, 1)
+    _drift(model, key)
+    inputs = asymspec.example_inputs(ir, batch=5)
+    ref_out, ref_grads = _reference(model, inputs)
+    out, grads = _fast(model, inputs)
+    assert torch.equal(out, ref_out)
+    for k in ref_grads:
+        assert torch.equal(grads[k], ref_grads[k]), k
+    for m in _layers(model):
+        if m.weight_mask is not None:
+            assert (m.weight.grad[~m.weight_mask] == 0).all()
+            assert torch.equal(m.weight.detach()[~m.weight_mask],
+                               m.weight_fixed[~m.weight_mask])  # written back for forward
+
+
+def _muon_like(params, lr=0.05):
+    """An 'optimizer' that moves every entry whatever its gradient (orthogonalised updates,
+    preconditioners and decays all do): frozen entries must still not move."""
+    g = generator("muon-like")
+
+    class Opt:
+        def zero_grad(self):
+            for p in params:
+                p.grad = None
+
+        def step(self):
+            with torch.no_grad():
+                for p in params:
+                    p.add_(torch.randn(p.shape, generator=g) * lr)
+    return Opt()
+
+
+OPTIMIZERS = {
+    "adamw": lambda ps: torch.optim.AdamW(ps, lr=0.05, weight_decay=0.5),
+    "adam_l2": lambda ps: torch.optim.Adam(ps, lr=0.05, weight_decay=0.5),
+    "sgd_nesterov": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True,
+                                               weight_decay=0.5),
+    "rmsprop": lambda ps: torch.optim.RMSprop(ps, lr=0.01, weight_decay=0.5),
+    "muon_like": _muon_like,
+}
+
+
+@pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("key", sorted(SPECS))
+def test_frozen_entries_exactly_fixed_under_optimizers(key: str, opt_name: str) -> None:
+    ir = asymspec.compile_ir(SPECS[key])
+    model = asymspec.nn.emit(ir, 2)
+    layers = _layers(model)
+    buffers = {k: v.clone() for k, v in model.named_buffers()
+               if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    eff0 = [m.effective_weight().detach().clone() for m in layers]
+    raw0 = {k: p.detach().clone() for k, p in model.named_parameters()}
+    opt = OPTIMIZERS[opt_name](list(model.parameters()))
+    for step in range(4):
+        opt.zero_grad()
+        model(*asymspec.example_inputs(ir, batch=6, seed=step)).square().mean().backward()
+        for m in layers:
+            if m.weight_mask is not None:
+                assert (m.weight.grad[~m.weight_mask] == 0).all()
+        opt.step()
+    model(*asymspec.example_inputs(ir, batch=2))  # a forward after the last step
+    for k, v in model.named_buffers():  # masks, fixed values, noise, F, fixed biases
+        if k in buffers:
+            assert torch.equal(v, buffers[k]), k
+    for m, e0 in zip(layers, eff0):
+        eff = m.effective_weight().detach()
+        if m.weight_mask is not None:
+            frozen = ~m.weight_mask
+            assert torch.equal(eff[frozen], e0[frozen])
+            assert torch.equal(m.weight.detach()[frozen], m.weight_fixed[frozen])
+        if m.frozen:
+            assert torch.equal(eff, e0)
+    assert any(not torch.equal(p.detach(), raw0[k]) for k, p in model.named_parameters())
+
+
+def test_two_forwards_before_one_backward_and_shared_weights() -> None:
+    """The in-place write-back never bumps autograd versions: graphs built before it stay
+    valid (sharing re-uses the owner's weight twice in one forward)."""
+    ir = asymspec.compile_ir(SPECS["siamese_wasym"])
+    model = asymspec.nn.emit(ir, 3)
+    _drift(model, "twice")
+    a, b = asymspec.example_inputs(ir, batch=4, seed=1), asymspec.example_inputs(ir, seed=2)
+    params = {k: v.detach().clone().requires_grad_() for k, v in model.named_parameters()}
+    bufs = dict(model.named_buffers())
+    ref = (functional_call(model, {**params, **bufs}, a).sum()
+           + functional_call(model, {**params, **bufs}, b).square().sum())
+    ref.backward()
+    loss = model(*a).sum() + model(*b).square().sum()
+    loss.backward()
+    assert torch.equal(loss.detach(), ref.detach())
+    for k, p in model.named_parameters():
+        assert torch.equal(p.grad, params[k].grad), k
+    enc = model.get_submodule("enc")
+    assert (enc.weight.grad[~enc.weight_mask] == 0).all()
+
+
+def test_vmap_over_stacked_state_with_masked_layers() -> None:
+    """The zoo's pattern: one model, a stacked state dict, vmap(functional_call)."""
+    ir = asymspec.compile_ir(SPECS["mlp_all"])
+    members = [asymspec.nn.emit(ir, s) for s in range(3)]
+    _drift(members[1], "vmap")  # a member whose raw frozen entries are not the fixed ones
+    params, buffers = stack_module_state(members)
+    (x,) = asymspec.example_inputs(ir, batch=4)
+    base = copy.deepcopy(members[0]).to("meta")
+    outs = vmap(lambda p, b: functional_call(base, {**p, **b}, (x,)))(params, buffers)
+    for i, m in enumerate(members):
+        assert torch.allclose(outs[i], m(x), atol=1e-6, rtol=1e-5)
+    # gradients through the stacked state are zero at frozen positions
+    grads = torch.func.grad(lambda p: vmap(
+        lambda pp, b: functional_call(base, {**pp, **b}, (x,)))(p, buffers).sum())(params)
+    mask = members[0].fc1.weight_mask
+    assert (grads["fc1.weight"][:, ~mask] == 0).all()
+
+
+def test_functional_call_leaves_the_callers_tensors_alone() -> None:
+    ir = asymspec.compile_ir(SPECS["mlp_all"])
+    a, b = asymspec.nn.emit(ir, 0), asymspec.nn.emit(ir, 1)
+    sa, sb = a.state_dict(), b.state_dict()
+    mid = {k: (sa[k] + sb[k]) / 2 if sa[k].is_floating_point() else sa[k] for k in sa}
+    before = {k: v.clone() for k, v in mid.items()}
+    (x,) = asymspec.example_inputs(ir)
+    out = functional_call(a, mid, (x,))
+    for k in mid:
+        assert torch.equal(mid[k], before[k]), k
+    c = asymspec.nn.emit(ir, 2)
+    c.load_state_dict(mid)
+    assert torch.equal(c(x), out)
+
+
+def test_buffer_changes_and_dtype_changes_are_seen() -> None:
+    """Loading other masks (another asymmetry seed) or casting must not reuse stale frozen
+    positions or values."""
+    spec = SPECS["resnet_syre"]
+    ir = asymspec.compile_ir(spec)
+    model = asymspec.nn.emit(ir, 0)
+    (x,) = asymspec.example_inputs(ir)
+    model(x)  # fills the frozen-position caches
+    other = asymspec.build({**spec, "asymmetry": {**spec["asymmetry"], "seed": 99}})
+    assert not torch.equal(other.conv1.weight_mask, model.conv1.weight_mask)
+    model.load_state_dict(other.state_dict())
+    assert torch.equal(model(x), _reference(other, (x,))[0])
+    model.double()
+    ref, _ = _reference(model, (x.double(),))
+    assert torch.equal(model(x.double()), ref)
+
+
+def test_channels_last_convolutions() -> None:
+    ir = asymspec.compile_ir(SPECS["cnn_filters"])
+    model = asymspec.nn.emit(ir, 4).to(memory_format=torch.channels_last)
+    _drift(model, "cl")
+    (x,) = asymspec.example_inputs(ir, batch=3)
+    x = x.to(memory_format=torch.channels_last)
+    ref_out, ref_grads = _reference(model, (x,))
+    out, grads = _fast(model, (x,))
+    assert torch.allclose(out, ref_out, atol=1e-6)
+    conv = model.get_submodule("conv1")
+    assert not conv.weight.is_contiguous()
+    assert (conv.weight.grad[~conv.weight_mask] == 0).all()
+    for k in ref_grads:
+        assert torch.allclose(grads[k], ref_grads[k], atol=1e-6), k
