@@ -4,7 +4,7 @@ Three stages of ``n`` basic blocks with widths ``base_width * width * (1, 2, 4)`
 ``stage_widths``); stages 2 and 3 start with stride 2.  Shortcut ``B`` is a 1x1 conv + norm
 where the shape changes, shortcut ``A`` zero-pads channels (and subsamples).
 ``norm: layernorm`` is ``GroupNorm(1, C)`` as in the paper.  Convolutions have no bias unless
-``norm: none``.
+``norm: none`` (or ``conv_bias: true``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def expand(m: dict) -> Program:
         widths = [int(m.get("base_width", 16)) * int(m.get("width", 1)) * f for f in (1, 2, 4)]
     norm = m.get("norm", "batchnorm")
     act = m.get("activation", "relu")
-    bias = norm == "none"
+    bias = norm == "none" if m.get("conv_bias") is None else bool(m["conv_bias"])
     size = int(m.get("input_size", 32))
     prog = Program([InputDecl("x", (int(m.get("in_channels", 3)), size, size),
                               source=("model", "in_channels"))], [], [])
