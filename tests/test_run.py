@@ -20,7 +20,7 @@ from asymspec.cli import main
 from asymspec.errors import SpecError, UserError
 from asymspec.run import load_experiment, register, run_experiment
 from asymspec.run.barrier import grid, max_barrier, mean_std, midpoint_barrier
-from asymspec.run.lmc import evaluate_states, interpolate_state
+from asymspec.run.evaluator import evaluate_states, interpolate_state
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -246,19 +246,46 @@ def test_changed_spec_goes_to_new_run_dir_and_report(tmp_path):
     assert (d2 / "report.md").read_text().count("|") > 10 and (d2 / "lmc_test_loss.png").is_file()
 
 
-def test_third_party_runner(tmp_path):
+INIT_STATS = """\
+name: init_demo
+kind: init_stats
+dataset: {name: digits}
+model_overrides: [model.input_dim=64, "model.widths=[32, 32, 32]"]
+variants:
+  standard: {model: mlp_mnist.yaml}
+  w_asym:
+    model: mlp_mnist_wasym.yaml
+    overrides: [asymmetry.w_asym.nfix=8, asymmetry.w_asym.overrides.fc4.nfix=8]
+models: 2
+"""
+
+
+def _example_runner():
     spec_mod = importlib.util.spec_from_file_location("example_runner",
                                                       ROOT / "runners" / "example_runner.py")
     mod = importlib.util.module_from_spec(spec_mod)
     spec_mod.loader.exec_module(mod)
     register("init_stats", mod.InitStatsRunner)
-    spec = tiny_spec(tmp_path)
-    run_dir = run_experiment(str(spec), overrides=["kind=init_stats", "params={models: 2}"],
-                             quiet=True, runs_dir=tmp_path / "runs")
+    return mod
+
+
+def test_third_party_runner(tmp_path):
+    _example_runner()
+    spec = tmp_path / "init.yaml"
+    spec.write_text(INIT_STATS)
+    run_dir = run_experiment(str(spec), quiet=True, runs_dir=tmp_path / "runs")
     results = json.loads((run_dir / "results.json").read_text())
     assert set(results["summary"]) == {"standard", "w_asym"}
     assert len(results["variants"]["standard"]) == 2
     assert "logit std" in (run_dir / "report.md").read_text()
+    # the kind's own settings are validated with located errors (exit 2 from the CLI)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(INIT_STATS.replace("models: 2", "models: 2\npairs: 3"))
+    res = CliRunner().invoke(main, ["run", str(bad), "--runs-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 2 and f"{bad}:11:1" in res.output and "pairs" in res.output
+    res = CliRunner().invoke(main, ["run", str(spec), "--set", "models=0",
+                                    "--runs-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 2 and "<override #1>" in res.output and "models" in res.output
 
 
 def test_digits_quickstart_end_to_end(tmp_path):
@@ -308,10 +335,10 @@ def test_ray_executor_matches_local(tmp_path):
 
 def test_cpu_profile_without_fashion_mnist_fails_clearly(tmp_path, monkeypatch):
     import asymspec.data.vision as vision
-    import asymspec.run.lmc as lmc
+    import asymspec.run.tasks as tasks
 
     monkeypatch.setattr(vision, "DEBIAN_FASHION_MNIST", tmp_path / "none")
-    monkeypatch.setattr(lmc, "_TASKS", {})
+    monkeypatch.setattr(tasks, "_CACHE", {})
     monkeypatch.setenv("ASYMSPEC_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("ASYMSPEC_DOWNLOAD", "0")
     res = CliRunner().invoke(main, ["run", str(ROOT / "specs" / "lmc_mlp.yaml"), "--profile",

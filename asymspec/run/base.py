@@ -5,6 +5,10 @@ A runner (one per experiment ``kind``) splits its experiment into *stages* of in
 each stage's units that are not complete yet through an executor (``local`` or ``ray``), then
 calls :meth:`Runner.finalize` (aggregate -> ``results.json``) and :meth:`Runner.render`
 (figures + ``report.md``; also used by ``asymspec report``).
+
+A runner declares its spec settings as ``settings_schema`` (merged into the core experiment
+schema, :mod:`asymspec.run.schema`) and the resources a unit needs (:class:`Resources`).
+Executors look units up by id through :meth:`Runner.unit` (an index built once).
 """
 
 from __future__ import annotations
@@ -30,11 +34,26 @@ class Unit:
     info: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
+@dataclass(frozen=True)
+class Resources:
+    """What one unit asks for: CPU threads, a GPU fraction (Ray), a memory budget (GiB, for
+    batched work; ``None`` = derived from the machine, see :mod:`asymspec.run.memory`)."""
+
+    threads: int = 1
+    gpus: float = 1.0
+    memory_gb: float | None = None
+
+
 class Runner:
     """Base class of experiment runners.  Subclasses implement :meth:`stages`,
-    :meth:`run_unit`, :meth:`finalize` and :meth:`render`."""
+    :meth:`run_unit`, :meth:`finalize` and :meth:`render`, and declare their spec settings in
+    ``settings_schema`` (a JSON Schema fragment, see :mod:`asymspec.run.schema`)."""
 
     kind = "base"
+    #: JSON Schema fragment merged into the core experiment schema for this kind.
+    settings_schema: dict[str, Any] | None = None
+    #: Default resources per unit; the spec's ``resources:`` overrides them.
+    resources = Resources()
 
     def __init__(self, experiment: Experiment, store: RunStore, device: str = "cpu",
                  progress: Progress | None = None) -> None:
@@ -45,6 +64,43 @@ class Runner:
 
     def check(self) -> None:
         """Called once before any unit runs: fail early (e.g. missing data) with UserError."""
+
+    # -- toolkit conveniences ------------------------------------------------------------
+    def unit(self, group: str, unit_id: str) -> Unit:
+        """The unit ``group/unit_id`` (an index over :meth:`stages`, built once)."""
+        index = self.__dict__.get("_unit_index")
+        if index is None:
+            index = {(u.group, u.id): u for stage in self.stages() for u in stage}
+            self.__dict__["_unit_index"] = index
+        try:
+            return index[(group, unit_id)]
+        except KeyError:
+            raise KeyError(f"{self.kind}: no unit {group}/{unit_id}") from None
+
+    def unit_resources(self, unit: Unit | None = None) -> Resources:
+        """Resources for ``unit``: the runner's defaults, overridden by the spec's
+        ``resources:`` (a runner may override this per unit)."""
+        spec = self.experiment.data.get("resources") or {}
+        base = type(self).resources
+        return Resources(
+            threads=spec.get("threads") or int(os.environ.get("ASYMSPEC_THREADS", 0) or 0)
+            or base.threads,
+            gpus=base.gpus if spec.get("gpus") is None else spec["gpus"],
+            memory_gb=spec.get("memory_gb", base.memory_gb) or base.memory_gb)
+
+    def memory_budget(self) -> int:
+        """Bytes one batched job of this runner may use (see :mod:`asymspec.run.memory`)."""
+        from asymspec.run.memory import memory_budget
+
+        return memory_budget(self.device, self.unit_resources().memory_gb)
+
+    def upstream_run(self, name: str) -> Path:
+        """The finished run directory of upstream ``name`` (see :mod:`asymspec.run.upstream`)."""
+        return self.experiment.upstream_run(name)
+
+    def load_unit_metrics(self, unit: Unit) -> dict[str, Any]:
+        """The record ``execute_unit`` wrote for ``unit`` (``metrics`` holds run_unit's dict)."""
+        return self.store.load_metrics(unit.group, unit.id)
 
     def stages(self) -> list[list[Unit]]:
         raise NotImplementedError
@@ -72,10 +128,11 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def set_threads() -> None:
+def set_threads(threads: int | None = None) -> None:
+    """``torch.set_num_threads``: ``threads``, else ``$ASYMSPEC_THREADS``, else 1."""
     import torch
 
-    torch.set_num_threads(int(os.environ.get("ASYMSPEC_THREADS", "1")))
+    torch.set_num_threads(threads or int(os.environ.get("ASYMSPEC_THREADS", "1")))
 
 
 def execute_unit(runner: Runner, unit: Unit) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from asymspec.errors import UserError
 from asymspec.run.base import default_device, set_threads
@@ -16,10 +17,22 @@ from asymspec.run.store import RunStore, atomic_write_json, atomic_write_text, r
 
 
 def prepare(spec_path: str, profile: str | None, overrides: Sequence[str],
-            runs_dir: str | os.PathLike[str]) -> tuple[Experiment, RunStore]:
-    """Load the experiment and create (or find) its run directory."""
+            runs_dir: str | os.PathLike[str],
+            upstream_runner: Callable[[Any], Path] | None = None,
+            log: Callable[[str], None] | None = None) -> tuple[Experiment, RunStore]:
+    """Load the experiment, resolve its upstream runs (``upstream_runner(ref)`` runs a missing
+    one) and create (or find) its run directory."""
     experiment = load_experiment(spec_path, profile, overrides)
-    get_runner(experiment.kind)  # fail early on an unknown kind
+    get_runner(experiment.kind)  # the loader already located an unknown kind
+    if experiment.upstreams:
+        from asymspec.run.upstream import ensure_upstreams
+
+        def refuse(ref: Any) -> Path:
+            raise UserError(f"upstream {ref.name!r} ({ref.spec_path}) has no finished run "
+                            f"under {runs_dir}; run it first")
+
+        ensure_upstreams(experiment, Path(runs_dir), upstream_runner or refuse,
+                         log or (lambda msg: None))
     from asymspec.compiler import compile_ir
 
     for model in experiment.models.values():  # fail early on models that do not compile
@@ -28,15 +41,27 @@ def prepare(spec_path: str, profile: str | None, overrides: Sequence[str],
     payload = experiment.to_json()
     if store.experiment_path.is_file():
         old = read_json(store.experiment_path)
-        if old.get("experiment") != payload["experiment"] or old.get("models") != payload["models"]:
+        same = (_without_resources(old.get("experiment")) ==
+                _without_resources(payload["experiment"]) and
+                old.get("models") == payload["models"])
+        if not same:
             raise UserError(f"{store.root} holds a different experiment (hash collision?); "
                             "move it away")
     else:
         store.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(store.root / "spec.yaml", experiment.spec.to_yaml())
         atomic_write_json(store.experiment_path, payload)
+    if store.experiment_path.is_file() and payload.get("upstreams") and \
+            read_json(store.experiment_path).get("upstreams") != payload["upstreams"]:
+        atomic_write_json(store.experiment_path, payload)  # upstream directories moved
     _link_latest(Path(runs_dir), experiment.name, store.root)
     return experiment, store
+
+
+def _without_resources(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: v for k, v in data.items() if k != "resources"}
+    return data
 
 
 def _link_latest(runs_dir: Path, name: str, target: Path) -> None:
@@ -64,10 +89,17 @@ def run_experiment(spec_path: str, profile: str | None = None, overrides: Sequen
         raise UserError("--address only makes sense with --executor ray")
     set_threads()
     progress = progress or Progress(quiet=quiet)
-    experiment, store = prepare(spec_path, profile, overrides, runs_dir)
+
+    def run_upstream(ref: Any) -> Path:
+        return run_experiment(ref.spec_path, ref.profile, ref.overrides, executor, address,
+                              quiet, runs_dir, progress)
+
+    experiment, store = prepare(spec_path, profile, overrides, runs_dir, run_upstream,
+                                progress.log)
     removed = store.clean_temporaries()
     device = default_device()
     runner = get_runner(experiment.kind)(experiment, store, device, progress)
+    set_threads(runner.unit_resources().threads)
     runner.check()
     progress.log(f"run {store.root} (kind {experiment.kind}, device {device}, executor "
                  f"{executor}){f'; removed {removed} partial files' if removed else ''}")

@@ -3,8 +3,10 @@
 Ray tasks rebuild the runner from the run directory's ``experiment.json`` and write their
 files into the run directory, so the workers must share the driver's file system (true for a
 local Ray instance; for a cluster, put ``--runs-dir`` on a shared volume).  Each task asks for
-one CPU, and one GPU when the driver sees CUDA.  Seeds come from the units, so results are the
-same under both executors.
+the unit's resources (:meth:`Runner.unit_resources`: ``threads`` CPUs, and a ``gpus`` fraction
+of a GPU when the driver sees CUDA).  The unit itself travels with the task and each worker
+process keeps the runner it rebuilt, so no stage is re-enumerated per unit.  Seeds come from the
+units, so results are the same under both executors.
 """
 
 from __future__ import annotations
@@ -19,12 +21,18 @@ EXECUTORS = ("local", "ray")
 
 
 def run_local(runner: Runner, units: list[Unit], done: Callable[[Unit, dict], None]) -> None:
+    from asymspec.run.base import set_threads
+
     for unit in units:
+        set_threads(runner.unit_resources(unit).threads)
         done(unit, execute_unit(runner, unit))
 
 
-def _ray_unit(run_dir: str, group: str, unit_id: str, device: str,
-              threads: int) -> dict[str, Any]:
+_WORKER_RUNNERS: dict[tuple[str, str], Runner] = {}
+
+
+def _ray_unit(run_dir: str, unit: Unit, device: str, threads: int) -> dict[str, Any]:
+    """A Ray task: rebuild (once per worker process) the runner of ``run_dir``, run ``unit``."""
     import os
 
     os.environ["ASYMSPEC_THREADS"] = str(threads)
@@ -34,12 +42,13 @@ def _ray_unit(run_dir: str, group: str, unit_id: str, device: str,
     from asymspec.run.spec import Experiment
     from asymspec.run.store import RunStore, read_json
 
-    set_threads()
-    store = RunStore(run_dir)
-    experiment = Experiment.from_json(read_json(store.experiment_path))
-    runner = get_runner(experiment.kind)(experiment, store, device, Progress(quiet=True))
-    unit = next(u for stage in runner.stages() for u in stage
-                if u.group == group and u.id == unit_id)
+    set_threads(threads)
+    runner = _WORKER_RUNNERS.get((run_dir, device))
+    if runner is None:
+        store = RunStore(run_dir)
+        experiment = Experiment.from_json(read_json(store.experiment_path))
+        runner = get_runner(experiment.kind)(experiment, store, device, Progress(quiet=True))
+        _WORKER_RUNNERS[(run_dir, device)] = runner
     return execute_unit(runner, unit)
 
 
@@ -57,8 +66,6 @@ def run_ray(runner: Runner, units: list[Unit], done: Callable[[Unit, dict], None
         import ray
     except ImportError:
         raise UserError("--executor ray needs Ray: pip install 'asymspec[ray]'") from None
-    import os
-
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                   "ignore_reinit_error": True}
@@ -69,11 +76,14 @@ def run_ray(runner: Runner, units: list[Unit], done: Callable[[Unit, dict], None
         except Exception as exc:
             raise UserError(f"cannot start or reach Ray ({address or 'local'}): "
                             f"{type(exc).__name__}: {exc}") from None
-    gpus = 1 if runner.device.startswith("cuda") else 0
-    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_ray_unit)
-    threads = int(os.environ.get("ASYMSPEC_THREADS", "1"))
+    cuda = runner.device.startswith("cuda")
+    remote = ray.remote(max_retries=0)(_ray_unit)
     run_dir = str(runner.store.root.resolve())
-    pending = {task.remote(run_dir, u.group, u.id, runner.device, threads): u for u in units}
+    pending = {}
+    for u in units:
+        res = runner.unit_resources(u)
+        task = remote.options(num_cpus=res.threads, num_gpus=res.gpus if cuda else 0)
+        pending[task.remote(run_dir, u, runner.device, res.threads)] = u
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         for ref in ready:

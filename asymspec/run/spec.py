@@ -1,5 +1,7 @@
-"""Experiment specs: YAML -> profile applied -> overrides -> validated against
-``schemas/experiment.schema.json`` with defaults filled, plus the variants' model specs.
+"""Experiment specs: YAML -> profile applied -> overrides -> validated against the core
+``schemas/experiment.schema.json`` merged with the runner kind's ``settings_schema``
+(:mod:`asymspec.run.schema`) with defaults filled, plus the variants' model specs and the
+identities of the upstream runs the experiment reads (:mod:`asymspec.run.upstream`).
 
 Reuses the model-spec machinery (:mod:`asymspec.spec`): positions of every value, located
 :class:`~asymspec.errors.SpecError`, ``--set`` overrides, defaults from the schema.  A profile
@@ -20,8 +22,10 @@ from typing import Any
 
 from asymspec.errors import SpecError
 from asymspec.spec import Spec
-from asymspec.spec.loader import _finish, load_spec
-from asymspec.spec.messages import type_name
+from asymspec.spec.defaults import fill_defaults
+from asymspec.spec.loader import _located, load_spec
+from asymspec.spec.messages import pick, type_name
+from asymspec.spec.overrides import Override, apply_override, parse_override
 from asymspec.spec.plain import to_plain
 from asymspec.spec.yaml_lines import parse_yaml
 
@@ -39,6 +43,7 @@ class Experiment:
 
     spec: Spec
     models: dict[str, Spec] = field(default_factory=dict)
+    upstreams: dict[str, Any] = field(default_factory=dict)  # name -> UpstreamRef
 
     @property
     def data(self) -> dict[str, Any]:
@@ -57,19 +62,34 @@ class Experiment:
         return self.data["profile"]
 
     def variant_names(self) -> list[str]:
-        return list(self.data["variants"])
+        return list(self.data.get("variants") or {})
 
     def source(self, variant: str) -> str:
         """The variant whose trained members ``variant`` uses (itself unless ``from``)."""
-        return self.data["variants"][variant]["from"] or variant
+        return self.data["variants"][variant].get("from") or variant
 
     def trained_variants(self) -> list[str]:
-        return [v for v in self.variant_names() if self.data["variants"][v]["from"] is None]
+        return [v for v in self.variant_names()
+                if self.data["variants"][v].get("from") is None]
+
+    def upstream_run(self, name: str) -> Path:
+        """The run directory of upstream ``name`` (resolved by ``asymspec run``)."""
+        from asymspec.errors import UserError
+
+        ref = self.upstreams.get(name)
+        if ref is None:
+            known = ", ".join(self.upstreams) or "none"
+            raise UserError(f"experiment {self.name!r} names no upstream {name!r} "
+                            f"(upstreams: {known})")
+        if ref.run_dir is None:
+            raise UserError(f"upstream {name!r} has not been resolved to a run directory; "
+                            "run the experiment with `asymspec run`")
+        return Path(ref.run_dir)
 
     def recipe(self, variant: str) -> dict[str, Any]:
         """The training recipe of ``variant`` (shared fields merged with its own)."""
-        out = copy.deepcopy(self.data["train"])
-        own = self.data["variants"][self.source(variant)]["train"]
+        out = copy.deepcopy(self.data.get("train") or {})
+        own = self.data["variants"][self.source(variant)].get("train") or {}
         for key, value in own.items():
             if isinstance(value, dict) and isinstance(out.get(key), dict):
                 out[key] = {**out[key], **value}
@@ -78,10 +98,13 @@ class Experiment:
         return out
 
     def content_hash(self) -> str:
-        """Hash of the resolved experiment and every resolved model spec."""
-        h = hashlib.sha256(self.spec.canonical_json().encode())
+        """Hash of the resolved experiment (without ``resources``, which do not change
+        results), every resolved model spec and every upstream run's identity."""
+        h = hashlib.sha256(_hashed_json(self.data).encode())
         for name in sorted(self.models):
             h.update(f"\0{name}\0{self.models[name].canonical_json()}".encode())
+        for name in sorted(self.upstreams):
+            h.update(f"\0upstream\0{name}\0{self.upstreams[name].identity}".encode())
         return h.hexdigest()
 
     def run_name(self) -> str:
@@ -90,16 +113,96 @@ class Experiment:
 
     def to_json(self) -> dict[str, Any]:
         """Everything needed to rebuild this experiment (stored in the run directory)."""
-        return {"format": "asymspec-experiment/1", "experiment": self.data,
-                "file": self.spec.file,
-                "models": {k: v.data for k, v in self.models.items()}}
+        out = {"format": "asymspec-experiment/1", "experiment": self.data,
+               "file": self.spec.file,
+               "models": {k: v.data for k, v in self.models.items()},
+               "content_hash": self.content_hash()}
+        if self.upstreams:
+            out["upstreams"] = {k: v.to_json() for k, v in self.upstreams.items()}
+        return out
 
     @classmethod
     def from_json(cls, payload: dict[str, Any]) -> Experiment:
-        spec = load_spec(payload["experiment"], schema="experiment")
+        from asymspec.run.upstream import UpstreamRef
+
+        spec = finish_experiment(to_plain(payload["experiment"]), None, {}, {}, None, ())
         spec.file = payload.get("file")
         models = {k: load_spec(v) for k, v in payload["models"].items()}
-        return cls(spec, models)
+        ups = {k: UpstreamRef.from_json(v) for k, v in (payload.get("upstreams") or {}).items()}
+        return cls(spec, models, ups)
+
+
+def _hashed_json(data: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in data.items() if k != "resources"}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def finish_experiment(data: dict[str, Any], file: str | None, values: dict, keys: dict,
+                      text: str | None, overrides: Sequence[str] | None) -> Spec:
+    """Overrides -> the kind's merged schema -> located errors -> defaults -> data-set check.
+
+    The same steps as model specs (:func:`asymspec.spec.loader.load_spec`), but the schema
+    depends on the spec's ``kind``: an unknown kind, or one whose runner fails to import, is
+    a located error at ``kind``.
+    """
+    from asymspec.errors import UserError
+    from asymspec.run.registry import get_runner
+    from asymspec.run.schema import experiment_validator
+
+    if isinstance(overrides, str):
+        raise TypeError("overrides must be a list of 'key=value' strings, not one string")
+    parsed = tuple(parse_override(o, i + 1) for i, o in enumerate(overrides or ()))
+    created: dict[tuple, Override] = {}
+    for override in parsed:
+        new = apply_override(data, override)
+        if new is not None:
+            created[new] = override
+        n = len(override.path)
+        values = {p: loc for p, loc in values.items() if p[:n] != override.path}
+        keys = {p: loc for p, loc in keys.items() if p[:n] != override.path}
+    spec = Spec(data, file, values, text, keys, parsed, created)
+    core = experiment_validator(None)
+    kind = data.get("kind", core.schema["properties"]["kind"]["default"])
+    runner_cls = None
+    if isinstance(kind, str) and kind:
+        try:
+            runner_cls = get_runner(kind)
+        except UserError as exc:
+            raise spec.error(("kind",), str(exc)) from None
+    checker = experiment_validator(runner_cls)
+    errors = list(checker.iter_errors(data))
+    if errors:
+        problem, more = pick(errors, spec.locate)
+        raise _located(spec, problem, more)
+    spec.data = fill_defaults(data, checker.schema, checker)
+    _check_dataset(spec)
+    return spec
+
+
+def _check_dataset(spec: Spec) -> None:
+    """``dataset.name`` must be registered; ``dataset.options`` must fit its options schema."""
+    from asymspec.data import registered
+    from asymspec.spec.schema import StrictValidator
+
+    ds = spec.data.get("dataset")
+    if not isinstance(ds, dict) or "name" not in ds:
+        return
+    known = registered()
+    entry = known.get(ds["name"])
+    if entry is None:
+        raise spec.error(("dataset", "name"), f"unknown dataset {ds['name']!r}; known: "
+                         f"{', '.join(known)} (add one with asymspec.data.register_dataset)")
+    options = ds.get("options") or {}
+    if options and not entry.options_schema.get("properties"):
+        raise spec.error(("dataset", "options"), f"dataset {ds['name']!r} takes no options")
+    errors = list(StrictValidator(entry.options_schema).iter_errors(options))
+    if errors:
+        err = min(errors, key=lambda e: len(e.path))
+        path = ("dataset", "options") + tuple(err.path)
+        if err.validator == "additionalProperties":
+            allowed = ", ".join(entry.options_schema.get("properties", {}))
+            raise spec.error(path, f"{err.message}; {ds['name']!r} takes: {allowed}")
+        raise spec.error(path, f"dataset {ds['name']!r}: {err.message}")
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -135,8 +238,10 @@ def _remap(table: dict, profile: str, written: dict[str, Any]) -> dict:
 
 
 def load_experiment(path: str | os.PathLike[str], profile: str | None = None,
-                    overrides: Sequence[str] | None = None) -> Experiment:
-    """Load the experiment spec at ``path`` with ``profile`` and ``overrides`` applied."""
+                    overrides: Sequence[str] | None = None,
+                    _seen: tuple[str, ...] = ()) -> Experiment:
+    """Load the experiment spec at ``path`` with ``profile`` and ``overrides`` applied
+    (``_seen``: the specs upstream of this one, to refuse cycles)."""
     filename = os.fspath(path)
     try:
         text = Path(filename).read_text(encoding="utf-8-sig")
@@ -173,11 +278,13 @@ def load_experiment(path: str | os.PathLike[str], profile: str | None = None,
     elif "profile" in data:
         raise SpecError("'profile' is set by --profile, not in the file", filename,
                         *keys.get(("profile",), (1, 1)), ("profile",))
-    spec = _finish(to_plain(data), filename, values, keys, text, overrides, "experiment")
-    return Experiment(spec, _load_models(spec))
+    spec = finish_experiment(to_plain(data), filename, values, keys, text, overrides)
+    from asymspec.run.upstream import resolve_upstreams
+
+    return Experiment(spec, _load_models(spec), resolve_upstreams(spec, _seen))
 
 
-def _find_model(ref: str, base: Path | None) -> Path | None:
+def find_spec_file(ref: str, base: Path | None) -> Path | None:
     candidates = []
     p = Path(ref).expanduser()
     if p.is_absolute():
@@ -194,31 +301,31 @@ def _load_models(spec: Spec) -> dict[str, Spec]:
     data = spec.data
     base = Path(spec.file).resolve().parent if spec.file else None
     models: dict[str, Spec] = {}
-    variants = data["variants"]
+    variants = data.get("variants") or {}
     for name, v in variants.items():
         where = ("variants", name)
-        if v["from"] is not None:
+        if v.get("from") is not None:
             src = variants.get(v["from"])
             if src is None:
                 raise spec.error(where + ("from",), f"unknown variant {v['from']!r}; variants: "
                                  f"{', '.join(variants)}")
-            if src["from"] is not None:
+            if src.get("from") is not None:
                 raise spec.error(where + ("from",), f"variant {v['from']!r} itself uses "
                                  "`from`; point at a trained variant")
-            if v["model"] is not None or v["overrides"] or v["train"]:
+            if v["model"] is not None or v["overrides"] or v.get("train"):
                 raise spec.error(where, "a variant with `from` reuses trained networks: it "
                                  "cannot also set model, overrides or train")
             continue
         if v["model"] is None:
             raise spec.error(where, "needs `model` (a model spec path or mapping) or `from`")
-        if v["align"] != "none":
+        if v.get("align", "none") != "none":
             raise spec.error(where + ("align",), "alignment needs two trained networks of "
                              "another variant: use `from: <variant>` with `align`")
-        over = list(data["model_overrides"]) + list(v["overrides"])
+        over = list(data.get("model_overrides") or []) + list(v["overrides"])
         if isinstance(v["model"], dict):
             models[name] = load_spec(v["model"], over)
             continue
-        path = _find_model(v["model"], base)
+        path = find_spec_file(v["model"], base)
         if path is None:
             raise spec.error(where + ("model",), f"model spec {v['model']!r} not found "
                              f"(looked next to {spec.file or 'the spec'}, in the current "
