@@ -43,7 +43,23 @@ def _idx_candidates(name: str, root: Path) -> list[Path]:
 
 
 def _download_allowed() -> bool:
-    return os.environ.get("ASYMSPEC_DOWNLOAD", "1") not in ("0", "false", "no")
+    """Downloads are opt-in (``ASYMSPEC_DOWNLOAD=1``): by default nothing is fetched."""
+    return os.environ.get("ASYMSPEC_DOWNLOAD", "0").lower() in ("1", "true", "yes")
+
+
+def _remove_new_empty_dirs(root: Path, before: set[Path]) -> None:
+    """Undo the empty directories a failed download attempt created under ``root``."""
+    if not root.is_dir():
+        return
+    for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        if d not in before and not any(d.iterdir()):
+            d.rmdir()
+    if root not in before and not any(root.iterdir()):
+        root.rmdir()
+
+
+def _dirs(root: Path) -> set[Path]:
+    return {root, *(p for p in root.rglob("*") if p.is_dir())} if root.is_dir() else set()
 
 
 def _missing(name: str, root: Path, where: list[Path], reason: str = "") -> UserError:
@@ -65,15 +81,17 @@ def load_idx_dataset(name: str, split: str, root: Path) -> ArrayDataset:
         if img is not None and lab is not None:
             return ArrayDataset(_normalise(read_idx(img), name), torch.from_numpy(
                 read_idx(lab).astype(np.int64)), name, 10)
-    reason = "no download attempted (ASYMSPEC_DOWNLOAD=0)"
+    reason = "nothing is downloaded unless ASYMSPEC_DOWNLOAD=1"
     if _download_allowed():
         import torchvision
 
         cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
+        before = _dirs(root)
         try:
             cls(str(root), train=split == "train", download=True)
         except Exception as exc:  # offline: URLError, socket errors, ...
             reason = "download failed: " + " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+            _remove_new_empty_dirs(root, before)
         else:
             return load_idx_dataset(name, split, root)
     raise _missing(name, root, candidates, reason)
@@ -87,13 +105,15 @@ def load_cifar(name: str, split: str, root: Path) -> ArrayDataset:
     try:
         ds = cls(str(root), train=split == "train", download=False)
     except RuntimeError:
-        reason = "no download attempted (ASYMSPEC_DOWNLOAD=0)"
+        reason = "nothing is downloaded unless ASYMSPEC_DOWNLOAD=1"
         if not _download_allowed():
             raise _missing(name, root, [folder], reason) from None
+        before = _dirs(root)
         try:
             ds = cls(str(root), train=split == "train", download=True)
         except Exception as exc:
             reason = "download failed: " + " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+            _remove_new_empty_dirs(root, before)
             raise _missing(name, root, [folder], reason) from None
     x = _normalise(np.asarray(ds.data).transpose(0, 3, 1, 2), name)
     return ArrayDataset(x, torch.as_tensor(ds.targets), name, 10 if name == "cifar10" else 100)

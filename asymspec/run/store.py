@@ -222,6 +222,21 @@ class RunStore:
 
         release(self.root)
 
+    def discard_if_unused(self, runs_dir: Path | None = None) -> bool:
+        """Remove the run directory when it holds nothing but what ``prepare`` wrote
+        (``experiment.json``, ``spec.yaml``, the lock) — e.g. a run that failed its
+        ``check()`` because data is missing — and a ``runs/<name>`` link to it."""
+        keep = {"experiment.json", "spec.yaml", ".lock"}
+        if not self.root.is_dir() or any(p.name not in keep for p in self.root.iterdir()):
+            return False
+        self.unlock()
+        shutil.rmtree(self.root, ignore_errors=True)
+        parent = Path(runs_dir) if runs_dir is not None else self.root.parent
+        for link in parent.iterdir() if parent.is_dir() else ():
+            if link.is_symlink() and os.readlink(link) == self.root.name:
+                link.unlink(missing_ok=True)
+        return True
+
     # -- reading a finished run back -----------------------------------------------------
     def read_experiment_record(self) -> dict[str, Any]:
         """``experiment.json`` as a dict with ``experiment`` and ``models`` (else exit 2)."""
