@@ -26,6 +26,8 @@ drifted values at frozen positions; they are never used (exactly as before this 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -71,10 +73,24 @@ def _flat_view(t: torch.Tensor) -> torch.Tensor | None:
     return t.as_strided((t.numel(),), (1,), t.storage_offset())
 
 
+_FAST_PATH = [True]
+
+
+@contextmanager
+def fast_path(enabled: bool) -> Iterator[None]:
+    """Turn the eager fast path off (``False``) or on inside a ``with`` block — for benchmarks
+    against the reference formula and for debugging; results are identical either way."""
+    previous, _FAST_PATH[0] = _FAST_PATH[0], bool(enabled)
+    try:
+        yield
+    finally:
+        _FAST_PATH[0] = previous
+
+
 def _use_fast_path(w: torch.Tensor) -> bool:
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return False
-    return isinstance(w, nn.Parameter) and w.is_leaf
+    return _FAST_PATH[0] and isinstance(w, nn.Parameter) and w.is_leaf
 
 
 class MaskedWeightMixin(nn.Module):
