@@ -60,10 +60,13 @@ def heatmap(path: Path, rows: Sequence[Any], cols: Sequence[Any],
     ax.set_ylabel(row_label)
     ax.set_title(title)
     fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    from asymspec.run.report import save_figure  # atomic write
+
+    return save_figure(fig, Path(path))
 
 
 def lines(path: Path, xs: Sequence[Any], series: dict[str, Sequence[float | None]],
@@ -83,7 +86,4 @@ def lines(path: Path, xs: Sequence[Any], series: dict[str, Sequence[float | None
     if len(series) > 1:
         ax.legend()
     ax.grid(alpha=.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
