@@ -114,6 +114,30 @@ def test_forward_on_flattened_zoos(name, standard, wasym):
         assert net(feats).shape == (3,)
 
 
+def test_deepsets_fast_pooling_equals_direct_evaluation():
+    """The prefix-sum evaluation is the same function as phi applied to every element."""
+    fake = ParamLayout([Segment("w", (5000,), None, 0, 5000, 0)])
+    for seed in range(3):
+        net = build_metanet("deepsets", fake, seed=seed)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():  # make every LayerNorm sign pattern likely
+            net.phi[1].weight.normal_(generator=g)
+            net.phi[1].bias.normal_(generator=g)
+            net.phi[0].bias.mul_(4)
+        x = torch.randn(5, 5000, generator=g) * (torch.rand(5, 1, generator=g) * 3 + 0.1)
+        x[0, :100] = 0.25  # ties
+        fast = net(x)
+        fast.sum().backward()
+        g_fast = [p.grad.clone() for p in net.parameters()]
+        net.zero_grad()
+        direct = net.forward_direct(x)
+        direct.sum().backward()
+        torch.testing.assert_close(fast, direct, rtol=1e-5, atol=1e-5)
+        for a, b in zip(g_fast, (p.grad for p in net.parameters())):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(net(x[:, torch.randperm(5000, generator=g)]), fast)
+
+
 def test_fixed_entries_removed(wasym):
     layout = ParamLayout.from_model(wasym)
     trainable = totals(parameter_table(wasym))["trainable"]

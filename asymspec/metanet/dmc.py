@@ -10,8 +10,8 @@ Maths:  the flattened trainable weights are a 1-channel sequence (B, 1, D):
   Linear(64→64) → LN → ReLU → Linear(64→1).
 
 The reference's padding is not stated in our notes; padding 2 keeps lengths ("same") and does
-not change the parameter count.  Sequences shorter than 2^8 after pooling are fine down to
-length 1 (pooling uses ``ceil_mode``).
+not change the parameter count.  Pooling floors odd lengths (as ``nn.MaxPool1d(2)``) and is
+skipped once a sequence has length 1, so short inputs (small test networks) work too.
 
 Args:
     layout: the input networks' layout (D = layout.dim).
@@ -26,17 +26,25 @@ Parameters: 105,357 with the defaults, for any D (Table 14).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from asymspec.metanet.inputs import ParamLayout
 from asymspec.metanet.registry import register_metanet
 
 
+class _Pool(nn.Module):
+    """MaxPool1d(2), the identity on length-1 sequences."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return F.max_pool1d(h, 2) if h.shape[-1] >= 2 else h
+
+
 def _block(c_in: int, c_out: int, kernel: int, pool: bool) -> list[nn.Module]:
     mods: list[nn.Module] = [nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2), nn.ReLU(),
                              nn.BatchNorm1d(c_out)]
     if pool:
-        mods.append(nn.MaxPool1d(2, ceil_mode=True))
+        mods.append(_Pool())
     return mods
 
 
