@@ -38,7 +38,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                         "a state_dict")
     payload["state_dict"] = {k: v for k, v in payload["state_dict"].items()}
     payload["_path"] = str(path)
+    _require_finite(payload["state_dict"], path)
     return payload
+
+
+def _require_finite(state: Mapping[str, Any], path: Path) -> None:
+    """Matching costs built from NaN / inf weights are meaningless (and scipy's assignment
+    solver rejects them), so such a checkpoint is refused up front, naming the tensor."""
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise UserError(f"{path}: state_dict entry '{key}' is a {type(value).__name__}, "
+                            "not a tensor")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise UserError(f"{path}: '{key}' has {bad} NaN or infinite entr"
+                            f"{'y' if bad == 1 else 'ies'}; alignment needs finite weights "
+                            "(did training diverge?)")
 
 
 def save_checkpoint(template: Mapping[str, Any], state: Mapping[str, torch.Tensor],
