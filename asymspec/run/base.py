@@ -21,7 +21,7 @@ from typing import Any
 
 from asymspec.run.progress import Progress
 from asymspec.run.spec import Experiment
-from asymspec.run.store import RunStore, atomic_write_json
+from asymspec.run.store import RunStore
 
 
 @dataclass(frozen=True)
@@ -144,5 +144,5 @@ def execute_unit(runner: Runner, unit: Unit) -> dict[str, Any]:
     metrics = runner.run_unit(unit, out)
     record = {"id": unit.id, "group": unit.group, "seed": unit.seed, "info": unit.info,
               "device": runner.device, "wall_s": round(time.time() - t0, 3), "metrics": metrics}
-    atomic_write_json(store.metrics_path(unit.group, unit.id), record)
+    record = store.mark_done(unit.group, unit.id, record)  # + SHA-256 of the unit's files
     return record

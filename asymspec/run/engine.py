@@ -96,11 +96,16 @@ def run_experiment(spec_path: str, profile: str | None = None, overrides: Sequen
 
     experiment, store = prepare(spec_path, profile, overrides, runs_dir, run_upstream,
                                 progress.log)
+    store.lock()  # one process per run directory (asymspec.run.lock): a second run exits 2
     removed = store.clean_temporaries()
     device = default_device()
     runner = get_runner(experiment.kind)(experiment, store, device, progress)
     set_threads(runner.unit_resources().threads)
-    runner.check()
+    try:
+        runner.check()
+    except UserError:  # e.g. missing data: leave no run directory with nothing in it
+        store.discard_if_unused()
+        raise
     progress.log(f"run {store.root} (kind {experiment.kind}, device {device}, executor "
                  f"{executor}){f'; removed {removed} partial files' if removed else ''}")
     for stage in runner.stages():
@@ -128,6 +133,7 @@ def run_experiment(spec_path: str, profile: str | None = None, overrides: Sequen
     atomic_write_json(store.results_path, results)
     files = type(runner).render(store.root, results, experiment)
     progress.log(f"wrote {store.results_path}" + "".join(f", {f}" for f in files))
+    store.unlock()
     return store.root
 
 
@@ -137,6 +143,5 @@ def report(run_dir: str | os.PathLike[str]) -> list[Path]:
     if not store.results_path.is_file():
         raise UserError(f"{store.root} has no results.json yet; finish the run with "
                         "`asymspec run SPEC` (same spec and options) first")
-    experiment = Experiment.from_json(read_json(store.experiment_path))
-    return get_runner(experiment.kind).render(store.root, read_json(store.results_path),
-                                              experiment)
+    # every damaged file (experiment.json, results.json) is a UserError naming it
+    return store.render_report(Experiment.from_json, get_runner)
