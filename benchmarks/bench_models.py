@@ -1,0 +1,188 @@
+"""Full training steps of emitted models: asymmetric variants against the dense spec, one run.
+
+A step is zero_grad + forward + cross-entropy + backward + AdamW (weight decay 0.01).  For each
+model family and setting it prints the dense step time and ratio = dense / variant step time
+(1.0 = as fast as dense) for W-Asym (fast eager path), W-Asym through the reference ``where``
+formula (the emitter before the fast path), sigma-Asym (FiGLU) next to its FLOP ratio, and syre.
+On CUDA it adds fp32 and bf16-autocast rows and the ``torch.compile`` speed-up (eager step /
+compiled step, via :func:`asymspec.nn.maybe_compile`) with the one-off compile time.
+
+Variants run interleaved and the minimum over N steps is kept (other jobs on a shared machine
+only ever make a step slower).  Never asserts.
+
+    python benchmarks/bench_models.py                  # CPU, 1 and 2 threads
+    python benchmarks/bench_models.py --heavy          # + ResNet20 x8 and GPT-2 8x512 on CPU
+    python benchmarks/bench_models.py --only mlp --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import asymspec  # noqa: E402
+from asymspec.nn import maybe_compile  # noqa: E402
+from asymspec.nn.masked import fast_path  # noqa: E402
+from asymspec.seeding import generator  # noqa: E402
+from benchmarks.bench_layers import interleaved_min, sync  # noqa: E402
+
+SYRE = ["asymmetry={seed: 0, syre: {kappa: 0.1}}"]
+
+
+@dataclass
+class Row:
+    label: str
+    batch: int
+    dense: str
+    wasym: str | None
+    sigma: str | None
+    sets: list[str] = field(default_factory=list)
+    cpu: bool = True  # part of the default CPU run (else only with --heavy or on CUDA)
+    cuda_batch: int | None = None
+    cuda_sets: list[str] = field(default_factory=list)
+
+
+ROWS = [
+    Row("MLP 784-512x3-10", 64, "mlp_mnist", "mlp_mnist_wasym", "mlp_mnist_sigma"),
+    Row("MLP 784-512x3-10", 1024, "mlp_mnist", "mlp_mnist_wasym", "mlp_mnist_sigma", cpu=False),
+    Row("ResNet20", 128, "resnet20", "resnet20_wasym", "resnet20_sigma"),
+    Row("ResNet20 x8", 128, "resnet20_8x", "resnet20_8x_wasym", "resnet20_8x_sigma", cpu=False),
+    Row("GPT-2-small-sized 8x8 tok", 8, "gpt2_small", "gpt2_small_wasym", None),
+    Row("GPT-2-small-sized 8x512 tok", 8, "gpt2_small", "gpt2_small_wasym", None,
+        sets=["model.seq_len=512"], cpu=False),
+]
+
+
+def train_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """Multiply-adds of a training step through the linear / conv layers: three products
+    (forward, input gradient, weight gradient) for trainable weights, two for frozen ones
+    (FiGLU's F has no weight gradient)."""
+    total = [0.0]
+
+    def hook(mod, inp, out):
+        w = getattr(mod, "weight", None)
+        if not isinstance(w, torch.Tensor) or w.dim() not in (2, 4):
+            return
+        positions = out.numel() / out.shape[-1] if w.dim() == 2 else \
+            out.shape[0] * out.shape[2] * out.shape[3]
+        total[0] += positions * w.numel() * (3 if isinstance(w, torch.nn.Parameter) else 2)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if not list(m.children())]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return total[0]
+
+
+def step_fn(model, x, y, autocast, reference: bool = False):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with fast_path(not reference), torch.autocast(x.device.type, dtype=autocast,
+                                                      enabled=autocast is not None):
+            loss = F.cross_entropy(model(x).float(), y)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def data(ir, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    (x,) = asymspec.example_inputs(ir, batch=batch, seed=1)
+    classes = ir.node(ir.outputs[0])["size"]
+    y = torch.randint(0, classes, (batch,), generator=generator("bench_models", "y"))
+    return x.to(device), y.to(device)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--only", nargs="*", default=None, help="substrings of row labels")
+    ap.add_argument("--heavy", action="store_true", help="all rows on CPU")
+    ap.add_argument("--budget", type=float, default=20.0, help="seconds per measurement")
+    ap.add_argument("--no-compile", action="store_true", help="skip the CUDA compile columns")
+    args = ap.parse_args()
+
+    settings = [(f"CPU {t}T", torch.device("cpu"), t, None) for t in args.threads]
+    if torch.cuda.is_available():
+        settings += [("CUDA fp32", torch.device("cuda"), None, None),
+                     ("CUDA bf16", torch.device("cuda"), None, torch.bfloat16)]
+    print(f"torch {torch.__version__}; ratio = dense step / variant step (>1: faster)")
+    head = ("| where | model, batch | dense ms | W-Asym / dense | W-Asym ref / dense | "
+            "σ-Asym / dense (FLOP ratio) | syre / dense | compile speed-up dense / W-Asym "
+            "(compile s) |")
+    print(head)
+    print("|---" * (head.count("|") - 1) + "|")
+    for row in ROWS:
+        if args.only and not any(s.lower() in row.label.lower() for s in args.only):
+            continue
+        for where, device, threads, autocast in settings:
+            if device.type == "cpu" and not row.cpu and not args.heavy:
+                continue
+            if threads is not None:
+                torch.set_num_threads(threads)
+            specs = {"dense": row.dense, "wasym": row.wasym, "sigma": row.sigma,
+                     "syre": row.dense}
+            models, ir = {}, None
+            for k, name in specs.items():
+                if name is None:
+                    continue
+                sets = row.sets + (SYRE if k == "syre" else [])
+                models[k] = asymspec.build(REPO / "specs" / f"{name}.yaml", sets,
+                                           init_seed=0).to(device)
+                ir = models[k].ir if k == "dense" else ir
+            x, y = data(models["dense"].ir, row.batch, device)
+            fns = {k: step_fn(m, x, y, autocast) for k, m in models.items()}
+            if "wasym" in models:
+                fns["wasym_ref"] = step_fn(models["wasym"], x, y, autocast, reference=True)
+            best = interleaved_min(fns, device, args.budget)
+            r = {k: best["dense"] / best[k] for k in best}
+            flop_sigma = ""
+            if "sigma" in models:
+                fd = train_flops(models["dense"], x)
+                fs = train_flops(models["sigma"], x)
+                flop_sigma = f"{r['sigma']:.2f} ({fd / fs:.2f})"
+            comp = "—"
+            if device.type == "cuda" and not args.no_compile:
+                comp = compile_columns(row, device, autocast, args.budget)
+            cells = [where, f"{row.label}, batch {row.batch}", f"{best['dense'] * 1e3:.2f}",
+                     f"{r['wasym']:.2f}" if "wasym" in r else "—",
+                     f"{r['wasym_ref']:.2f}" if "wasym_ref" in r else "—",
+                     flop_sigma or "—", f"{r['syre']:.2f}", comp]
+            print("| " + " | ".join(cells) + " |", flush=True)
+
+
+def compile_columns(row: Row, device, autocast, budget: float) -> str:
+    """Eager / compiled step time for dense and W-Asym, and the first-call compile time."""
+    out = []
+    for name in (row.dense, row.wasym):
+        if name is None:
+            continue
+        eager = asymspec.build(REPO / "specs" / f"{name}.yaml", row.sets).to(device)
+        comp = asymspec.build(REPO / "specs" / f"{name}.yaml", row.sets).to(device)
+        maybe_compile(comp, device, "on")
+        x, y = data(eager.ir, row.batch, device)
+        fe, fc = step_fn(eager, x, y, autocast), step_fn(comp, x, y, autocast)
+        t = time.perf_counter()
+        fc()
+        sync(device)
+        first = time.perf_counter() - t
+        best = interleaved_min({"eager": fe, "compiled": fc}, device, budget)
+        out.append((best["eager"] / best["compiled"], first))
+    return " / ".join(f"{s:.2f}" for s, _ in out) + " (" + "/".join(
+        f"{c:.0f}" for _, c in out) + ")"
+
+
+if __name__ == "__main__":
+    main()
