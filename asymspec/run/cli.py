@@ -18,11 +18,19 @@ from asymspec.cli import main, set_option
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Where run directories are created.")
+@click.option("--sweep", "sweeps", multiple=True, metavar="PATH=V1,V2,...",
+              help="Run SPEC once per value (several --sweep: every combination) as a "
+                   "resumable sweep; PATH is any field --set accepts.")
 def run_cmd(spec: str, profile: str | None, overrides: tuple[str, ...], executor: str,
-            address: str | None, quiet: bool, runs_dir: str) -> None:
+            address: str | None, quiet: bool, runs_dir: str, sweeps: tuple[str, ...]) -> None:
     """Run (or resume) the experiment SPEC; prints the run directory."""
     from asymspec.run.engine import run_experiment
 
+    if sweeps:
+        from asymspec.sweep.adhoc import write_sweep_spec
+
+        spec = str(write_sweep_spec(spec, profile, overrides, sweeps, runs_dir))
+        profile, overrides = None, ()
     run_dir = run_experiment(spec, profile, overrides, executor, address, quiet, runs_dir)
     click.echo(str(run_dir))
 

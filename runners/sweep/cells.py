@@ -188,7 +188,7 @@ def fixed_counts(experiment: Experiment) -> dict[str, int]:
         ir = compile_ir(experiment.models[v])
         n = 0
         for _, _, e in ir.dense_edges():
-            if e.get("mask") is not None:
+            if e.get("mask") is not None and "w_asym" in (e.get("decided_by") or ()):
                 n += int((~e["mask"]).sum())
         out[v] = n
     return out
