@@ -268,7 +268,8 @@ class RunStore:
         results = read_json(self.results_path, dict)
         try:
             return runner.render(self.root, results, experiment)
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError,
+                ArithmeticError) as exc:
             raise RunFileError(f"{self.results_path}: does not hold what the "
                                f"'{experiment.kind}' report needs ({_describe(exc)}); the file "
                                "is damaged or from another version — rerun `asymspec run "
