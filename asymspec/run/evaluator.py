@@ -91,7 +91,7 @@ class ChunkPlan:
     examples_per_chunk: int
     budget_bytes: int
     bytes_per_example: float
-    bytes_per_state: int
+    bytes_per_state: int  # the state's tensors + its batch-independent forward outputs
 
 
 def plan_evaluation(model: torch.nn.Module, states: Sequence[dict[str, torch.Tensor]],
@@ -102,12 +102,12 @@ def plan_evaluation(model: torch.nn.Module, states: Sequence[dict[str, torch.Ten
     device = inputs[0].device
     budget = budget_bytes if budget_bytes is not None else memory_budget(device)
     if mask is not None:  # a graph: the whole graph is one example
-        per_example, batch = activation_bytes(model, inputs, 1), 1
+        fixed, per_example = activation_bytes(model, inputs, 1)
+        batch = 1
     else:
-        probe = tuple(t[:2] for t in inputs[:1]) + tuple(inputs[1:])
-        per_example = activation_bytes(model, probe, min(2, len(inputs[0])))
+        fixed, per_example = activation_bytes(model, inputs, len(inputs[0]))
         batch = max(len(b[1]) for b in batches)
-    per_state = state_bytes(states[0])
+    per_state = state_bytes(states[0]) + int(fixed)
     s, e = plan_chunks(len(states), batch, per_example, per_state, budget)
     return ChunkPlan(s, e, budget, per_example, per_state)
 

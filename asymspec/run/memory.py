@@ -96,17 +96,30 @@ class _ByteCounter(torch.utils._python_dispatch.TorchDispatchMode):
         return out
 
 
-def activation_bytes(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...],
-                     examples: int) -> float:
-    """Bytes of op outputs per example for one forward of ``model`` on ``inputs``.
-
-    ``inputs`` hold ``examples`` examples (graphs: the whole graph, ``examples=1``).  The
-    count includes every intermediate, so it bounds the peak activation memory of one state.
-    """
+def forward_bytes(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
+    """Bytes of every op output of one forward of ``model`` on ``inputs`` (no grad)."""
     counter = _ByteCounter()
     with torch.no_grad(), counter:
         model(*inputs)
-    return counter.total / max(examples, 1)
+    return counter.total
+
+
+def activation_bytes(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...],
+                     examples: int) -> tuple[float, float]:
+    """``(fixed, per_example)`` bytes of op outputs of one forward of ``model``.
+
+    ``inputs`` hold ``examples`` examples in their first tensor (graphs: the whole graph,
+    ``examples=1``).  Two probes (1 and up to 8 examples) separate what a forward costs
+    whatever the batch (e.g. masked weights built per call) from what each example adds.  The
+    count includes every intermediate, so it bounds the peak activation memory of one state.
+    """
+    if examples <= 1:
+        return 0.0, float(forward_bytes(model, inputs))
+    big = min(examples, 8)
+    one = forward_bytes(model, (inputs[0][:1],) + tuple(inputs[1:]))
+    many = forward_bytes(model, (inputs[0][:big],) + tuple(inputs[1:]))
+    per = max((many - one) / (big - 1), 1.0)
+    return max(one - per, 0.0), per
 
 
 def state_bytes(state: dict[str, torch.Tensor]) -> int:
@@ -116,7 +129,8 @@ def state_bytes(state: dict[str, torch.Tensor]) -> int:
 def plan_chunks(num_states: int, batch: int, per_example: float, per_state: int,
                 budget: int, overhead: float = 2.0) -> tuple[int, int]:
     """``(states_per_chunk, examples_per_chunk)`` keeping
-    ``states · (per_state + examples · per_example · overhead) <= budget``.
+    ``states · (per_state + examples · per_example · overhead) <= budget``
+    (``per_state``: the state's tensors plus its batch-independent forward cost).
 
     Examples are reduced only when a single state at the full batch does not fit; both are
     at least 1.  ``overhead`` covers the vmap / allocator slack (measured ~1.3-1.8 on CPU).
