@@ -152,7 +152,8 @@ class Zoo:
     def _read_members(self, variant: str, allow_partial: bool) -> list[dict[str, Any]]:
         from asymspec.zoo.plan import shard_ranges
 
-        n_shards = len(shard_ranges(self.config["members"], self.config["shard_size"]))
+        count = self.config.get("variant_members", {}).get(variant, self.config["members"])
+        n_shards = len(shard_ranges(count, self.config["shard_size"]))
         out, missing = [], []
         for k in range(n_shards):
             d = store.shard_dir(self.root, variant, k)

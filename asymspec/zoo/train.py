@@ -59,6 +59,7 @@ class TrainSettings:
     chunk_members: int | None = None  # None: from the memory budget
     memory_mb: int | None = None  # None: 60% of free CUDA memory, or 2 GiB on CPU
     eval_batch_size: int = 1024
+    channels_last: bool = True  # loop path: NHWC convolutions (about 25% faster on CPU)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> TrainSettings:
@@ -154,6 +155,9 @@ def train_loop(models: list[nn.Module], plans: list[MemberPlan], data: ZooData,
     for model, plan in zip(models, plans):
         hp = plan.hparams
         model.to(device).train()
+        fmt = (torch.channels_last if settings.channels_last and data.train_x.dim() == 4
+               else torch.contiguous_format)
+        model.to(memory_format=fmt)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=hp["lr"], betas=settings.betas, eps=settings.eps,
                                 weight_decay=hp["weight_decay"])
@@ -169,7 +173,7 @@ def train_loop(models: list[nn.Module], plans: list[MemberPlan], data: ZooData,
             for s in range(spe):
                 x, y = _batch(data, draws, slice(s * bs, (s + 1) * bs), settings)
                 with _autocast(device, settings.precision):
-                    out = model(x)
+                    out = model(x.contiguous(memory_format=fmt))
                 loss = F.cross_entropy(out.float(), y, label_smoothing=hp["label_smoothing"])
                 if not torch.isfinite(loss):
                     diverged = {"epoch": epoch, "step": epoch * spe + s}
@@ -185,7 +189,7 @@ def train_loop(models: list[nn.Module], plans: list[MemberPlan], data: ZooData,
             if diverged:
                 break
             history.append(running / spe)
-        model.eval()
+        model.to(memory_format=torch.contiguous_format).eval()
         records.append({"diverged": diverged, "train_loss_history": history,
                         "steps": len(history) * spe if diverged is None else diverged["step"]})
     return records

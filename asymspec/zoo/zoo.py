@@ -55,8 +55,12 @@ class ZooConfig:
     settings: TrainSettings = field(default_factory=TrainSettings)
     dataset: dict[str, Any] = field(default_factory=dict)  # what ZooData was made from
     distance_pairs: int = 20000
+    variant_members: dict[str, int] = field(default_factory=dict)  # per-variant count override
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.variant_members) - set(self.variants))
+        if unknown or any(n < 0 for n in self.variant_members.values()):
+            raise UserError(f"variant_members: unknown variants {unknown} or a negative count")
         self.hparams = resolve(self.hparams)
         if self.members < 1 or self.shard_size < 1:
             raise UserError(f"a zoo needs members >= 1 and shard_size >= 1, got "
@@ -67,6 +71,11 @@ class ZooConfig:
             raise UserError(f"hparams.epochs can be {min_epochs(self.hparams):g}, not after the "
                             f"lr peak at epoch {self.settings.peak_epoch:g}: lower "
                             "train.peak_epoch or raise the epochs")
+
+    def count(self, variant: str) -> int:
+        """Members of ``variant``: its own count, else ``members`` (the first ones, so member
+        i is the same network recipe in every variant)."""
+        return self.variant_members.get(variant, self.members)
 
     def settings_json(self) -> dict[str, Any]:
         s = self.settings
@@ -79,6 +88,7 @@ class ZooConfig:
         """What the identity hashes: not the path / chunking / eval batch, which only change
         speed (the batched and loop paths agree up to float rounding)."""
         return {"members": self.members, "shard_size": self.shard_size, "seed": self.seed,
+                "variant_members": {v: self.count(v) for v in self.variants},
                 "hparams": self.hparams, "train": self.settings_json(), "dataset": self.dataset,
                 "variants": {k: json.loads(v.canonical_json()) for k, v in self.variants.items()}}
 
@@ -90,7 +100,7 @@ class ZooConfig:
     def shards(self) -> list[tuple[str, int, range]]:
         """(variant, shard index, member indices) of every shard, variant by variant."""
         return [(v, k, r) for v in self.variants
-                for k, r in enumerate(shard_ranges(self.members, self.shard_size))]
+                for k, r in enumerate(shard_ranges(self.count(v), self.shard_size))]
 
     def to_json(self) -> dict[str, Any]:
         return {"format": store.ZOO_FORMAT, "identity": self.identity, **self.content(),
@@ -109,7 +119,7 @@ def train_shard(root: Path, config: ZooConfig, variant: str, index: int, data: Z
     directory = Path(directory) if directory else store.shard_dir(root, variant, index)
     if (directory / "members.json").is_file():
         return store.read_shard_record(directory)
-    members = shard_ranges(config.members, config.shard_size)[index]
+    members = shard_ranges(config.count(variant), config.shard_size)[index]
     plans = plan_members(config.seed, members, config.hparams)
     ir = compile_variant(config.variants[variant])
     result = train_members(ir, plans, data, config.settings, device)
@@ -142,6 +152,8 @@ def summarize(root: Path, config: ZooConfig) -> dict[str, Any]:
     out = {}
     for variant in zoo.variants:
         members = zoo.members(variant)
+        if not members:
+            continue
         ok = [m for m in members if m["diverged"] is None]
         stats = {"members": len(members), "diverged": len(members) - len(ok)}
         for key in ("train_acc", "test_acc", "train_loss", "test_loss"):
