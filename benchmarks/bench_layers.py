@@ -66,11 +66,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def clock_for(kind: str, threads: int | None, device: torch.device) -> Callable[[], float]:
+    """``wall``: perf_counter.  ``cpu``: CPU seconds of this thread, which other processes
+    cannot inflate by preempting it — exact for single-threaded CPU runs only, so any other
+    setting falls back to wall time."""
+    if kind == "cpu" and threads == 1 and device.type == "cpu":
+        return time.thread_time
+    return time.perf_counter
+
+
 def interleaved_min(fns: dict[str, Callable[[], None]], device: torch.device,
                     budget_s: float = 6.0, min_reps: int = 3, max_reps: int = 200,
-                    warmup: int = 2) -> dict[str, float]:
+                    warmup: int = 2, clock: Callable[[], float] = time.perf_counter,
+                    ) -> dict[str, float]:
     """Minimum seconds per call of each function, run round-robin so that every variant
-    sees the same machine load; the number of rounds fits ``budget_s``."""
+    sees the same machine load; the number of rounds fits ``budget_s`` (of wall time)."""
     for _ in range(warmup):
         for f in fns.values():
             f()
@@ -85,10 +95,10 @@ def interleaved_min(fns: dict[str, Callable[[], None]], device: torch.device,
     for _ in range(reps):
         for k, f in fns.items():
             sync(device)
-            t = time.perf_counter()
+            t = clock()
             f()
             sync(device)
-            best[k] = min(best[k], time.perf_counter() - t)
+            best[k] = min(best[k], clock() - t)
     return best
 
 
@@ -205,11 +215,14 @@ def main() -> None:
     ap.add_argument("--heavy", action="store_true", help="all x8 shapes on CPU too")
     ap.add_argument("--cpu-only", action="store_true")
     ap.add_argument("--budget", type=float, default=6.0, help="seconds per measurement")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: thread CPU time for 1-thread CPU runs (robust to other jobs)")
     args = ap.parse_args()
 
     irs: dict[str, object] = {}
     rows = []
-    print(f"torch {torch.__version__}; ratio = dense time / variant time (>1 faster)")
+    print(f"torch {torch.__version__}; ratio = dense time / variant time (>1 faster); "
+          f"clock {args.clock}")
     header = (f"{'setting':10s} {'layer':24s} {'batch':>5s} {'figure':7s} {'dense ms':>9s} "
               + " ".join(f"{c:>10s}" for c in COLUMNS) + f" {'FiGLU':>7s} {'flops':>6s}")
     print(header)
@@ -236,7 +249,8 @@ def main() -> None:
                         opt = (torch.optim.AdamW(m.parameters(), lr=1e-4)
                                if figure == "+AdamW" else None)
                         fns[k] = train_call(m, x, opt, autocast)
-                    best = interleaved_min(fns, device, args.budget)
+                    best = interleaved_min(fns, device, args.budget,
+                                           clock=clock_for(args.clock, threads, device))
                     ratios = {k: best["dense"] / best[k] for k in COLUMNS}
                     figlu = best["+ReLU"] / best["+FiGLU"]
                     rows.append((label, shape.label, batch, figure, best["dense"], ratios,

@@ -33,7 +33,7 @@ import asymspec  # noqa: E402
 from asymspec.nn import maybe_compile  # noqa: E402
 from asymspec.nn.masked import fast_path  # noqa: E402
 from asymspec.seeding import generator  # noqa: E402
-from benchmarks.bench_layers import interleaved_min, sync  # noqa: E402
+from benchmarks.bench_layers import clock_for, interleaved_min, sync  # noqa: E402
 
 SYRE = ["asymmetry={seed: 0, syre: {kappa: 0.1}}"]
 
@@ -112,13 +112,16 @@ def main() -> None:
     ap.add_argument("--heavy", action="store_true", help="all rows on CPU")
     ap.add_argument("--budget", type=float, default=20.0, help="seconds per measurement")
     ap.add_argument("--no-compile", action="store_true", help="skip the CUDA compile columns")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: thread CPU time for 1-thread CPU runs (robust to other jobs)")
     args = ap.parse_args()
 
     settings = [(f"CPU {t}T", torch.device("cpu"), t, None) for t in args.threads]
     if torch.cuda.is_available():
         settings += [("CUDA fp32", torch.device("cuda"), None, None),
                      ("CUDA bf16", torch.device("cuda"), None, torch.bfloat16)]
-    print(f"torch {torch.__version__}; ratio = dense step / variant step (>1: faster)")
+    print(f"torch {torch.__version__}; ratio = dense step / variant step (>1: faster); "
+          f"clock {args.clock}")
     head = ("| where | model, batch | dense ms | W-Asym / dense | W-Asym ref / dense | "
             "σ-Asym / dense (FLOP ratio) | syre / dense | compile speed-up dense / W-Asym "
             "(compile s) |")
@@ -146,7 +149,8 @@ def main() -> None:
             fns = {k: step_fn(m, x, y, autocast) for k, m in models.items()}
             if "wasym" in models:
                 fns["wasym_ref"] = step_fn(models["wasym"], x, y, autocast, reference=True)
-            best = interleaved_min(fns, device, args.budget)
+            best = interleaved_min(fns, device, args.budget,
+                                   clock=clock_for(args.clock, threads, device))
             r = {k: best["dense"] / best[k] for k in best}
             flop_sigma = ""
             if "sigma" in models:

@@ -18,9 +18,9 @@ SHRINK = {
     "mlp": ["model.input_dim=10", "model.widths=[6, 5]"],
     "resnet": ["model.depth=8", "model.width=1", "model.base_width=5", "model.input_size=8",
                "model.stage_widths=null"],
-    "gnn": ["model.in_dim=6", "model.hidden_dim=5", "model.layers=2"],
+    "gnn": ["model.in_dim=6", "model.hidden_dim=5", "model.layers=2", "model.out_dim=3"],
     "transformer": ["model.input_dim=6", "model.seq_len=3", "model.d_model=8", "model.heads=2",
-                    "model.layers=1", "model.num_classes=3"],
+                    "model.layers=1", "model.num_classes=3", "model.mlp_ratio=1"],
 }
 FAST = {"resnet"}  # default suite (conv + linear layers); all families are in the slow one
 
