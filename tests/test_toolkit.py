@@ -161,7 +161,8 @@ def test_evaluate_states_chunked_equals_unchunked():
     assert 1 < mid.states_per_chunk < 5
     ref = evaluate_states(a, states, batches, use_vmap=False, plan=big, label_smoothing=0.05)
     for plan in (big, small, mid):
-        got = evaluate_states(a, states, batches, plan=plan, label_smoothing=0.05)
+        got = evaluate_states(a, states, batches, use_vmap=True, plan=plan,
+                              label_smoothing=0.05)
         assert got[0] == pytest.approx(ref[0], rel=1e-5) and got[1] == ref[1]
     with torch.no_grad():
         want = torch.nn.functional.cross_entropy(b(x), y, label_smoothing=0.05)
@@ -195,7 +196,7 @@ def rss():
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * resource.getpagesize()
 before = rss()
-evaluate_states(a, states, batches, plan=plan)
+evaluate_states(a, states, batches, use_vmap=True, plan=plan)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(peak - before, budget, plan.states_per_chunk, plan.examples_per_chunk,
       int(plan.bytes_per_example * 512 * 25))

@@ -113,17 +113,24 @@ def plan_evaluation(model: torch.nn.Module, states: Sequence[dict[str, torch.Ten
 
 
 def evaluate_states(model: torch.nn.Module, states: Sequence[dict[str, torch.Tensor]],
-                    batches: Sequence[Batch], use_vmap: bool = True, where: str = "", *,
+                    batches: Sequence[Batch], use_vmap: bool | str = "auto", where: str = "", *,
                     label_smoothing: float = 0.0, budget_bytes: int | None = None,
                     plan: ChunkPlan | None = None) -> tuple[list[float], list[float]]:
     """Mean cross-entropy (with ``label_smoothing``) and accuracy of every state on
-    ``batches``, within a memory budget (see the module docstring)."""
+    ``batches``, within a memory budget (see the module docstring).
+
+    ``use_vmap``: ``True`` / ``False``, or ``"auto"`` — vmap on CUDA, a loop on CPU, where
+    it was measured faster (ResNet8, 8 states x 512 images: loop 2.6 s vs vmap 6.8 s of CPU
+    time; a 3-layer MLP: equal).
+    """
     T = len(states)
     if T == 0:
         return [], []
     model.eval()
     if plan is None:
         plan = plan_evaluation(model, states, batches, budget_bytes, where)
+    if use_vmap == "auto":
+        use_vmap = batches[0][1].device.type == "cuda"
     if use_vmap and plan.states_per_chunk > 1:
         try:
             return _vmapped(model, states, batches, plan, label_smoothing, where)

@@ -162,7 +162,7 @@ class LMCRunner(Runner):
         if reset is not None:
             states = [self._reset(model, s, *reset) for s in states]
         out: dict[str, Any] = {"t": ts, **align_info}
-        use_vmap = ev["vmap"] and reset is None
+        use_vmap = "auto" if ev["vmap"] and reset is None else False
         if isinstance(task, GraphTask):  # one forward pass over the graph serves both splits
             (inputs, y, _), = eval_batches(task, "train", 1, None, self.device)
             masks = [task.train_mask.to(self.device), task.test_mask.to(self.device)]
