@@ -25,7 +25,8 @@ module's real ``state_dict`` keys.  Format ``asymspec-permspec/1``::
      "groups": [{"name", "size", "nodes", "kind": "free" | "heads" | "fixed", "heads",
                  "head_partner", "reason"}, ...],
      "derived": [IR nodes whose permutation follows from their inputs (flatten, concat, ...)],
-     "axes": {"layer1.0.conv1.weight": ["layer1.0.conv1", "maxpool", null, null], ...}}
+     "axes": {"layer1.0.conv1.weight": ["layer1.0.conv1", "maxpool", null, null], ...},
+     "tied": {"lm_head.weight": "wte.weight", ...}}
 
 Each ``axes`` entry lists, per tensor axis, the *group* whose permutation acts on it (``null``:
 not permuted); a packed axis (``nn.MultiheadAttention.in_proj_weight`` rows = q, k, v) is a list
@@ -36,6 +37,10 @@ permutation repeated at every spatial position), computed by ``PermSpec.node_per
 the inputs *within* the output channel's group (a group permutation moves whole blocks).  Groups of
 kind ``fixed`` (inputs, outputs, units touched by unsupported ops, frozen biases) must not be
 permuted and are not referenced from ``axes``.
+Weight tying is found by tensor identity (``out.weight = emb.weight``, transformers'
+``tie_weights``): ``tied`` maps every further name of a tensor to its first name, each name's
+``axes`` are the same, and the IR ties the nodes along which the tensor is used (graph attribute
+``ties``), so every group, generator and alignment permutes the one tensor consistently.
 BatchNorm ``weight``, ``bias``, ``running_mean`` and ``running_var`` follow their channel's group;
 ``num_batches_tracked`` and other keys map to ``[]``.
 """
@@ -138,6 +143,11 @@ def audit(module: nn.Module, example_inputs, name: str | None = None, numeric: b
     if not any(ir.node(n)["size"] > 0 for n in ir.g):  # nothing could be lowered
         rep = CheckReport(ir.name, "unknown", False, expect, 0.0, 1, {"kind": "none"}, [], [],
                           [], {})
+        if not lowered.unsupported:  # an unknown verdict always names its cause
+            lowered.unsupported.append(UnsupportedOp(
+                "<root>", "", type(module).__name__,
+                "no layer of the model could be lowered to units (nothing reads the inputs "
+                "through a supported layer)"))
     else:
         rep = check_ir(ir, expect)
     t2 = time.perf_counter()
@@ -194,6 +204,9 @@ def permutation_spec(module: nn.Module, example_inputs, name: str | None = None,
             _, src, groups = grouped[k]
             axes[k][1] = {"grouped": _axis_entry(spec, derived, src), "groups": groups}
     out["axes"] = axes
+    # weight tying (one tensor under several names): every name but the first, -> the first;
+    # the axes of tied names are identical, so permuting each name keeps the tie
+    out["tied"] = dict(ir.g.graph.get("tied_keys", {}))
     out["unsupported"] = [u.as_dict() for u in lowered.unsupported]
     return out
 

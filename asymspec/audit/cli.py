@@ -6,7 +6,8 @@ factory, called with no arguments), an ``nn.Module`` instance attribute, or a ch
 checkpoint, its state_dict loaded, and the *module* audited by tracing).
 
 Exit codes (as ``check``): 0 asymmetric; 1 symmetric, or unknown (unsupported ops, listed by name
-and location); 2 invalid input; 3 a reported symmetry failed the numerical check (a bug).
+and location); 2 invalid input; 3 a reported symmetry failed the numerical check or could not be
+applied (e.g. conflicting permutations of a tied tensor), or the audit itself failed (a bug).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def _load_checkpoint(target: str, spec: str | None, overrides):
     from asymspec.compiler import build, example_inputs
 
     try:
-        payload = torch.load(target, map_location="cpu", weights_only=False)
+        payload = torch.load(target, map_location="cpu", weights_only=True)  # never runs code
     except Exception as exc:
         raise UserError(f"{target}: cannot read checkpoint: {type(exc).__name__}: {exc}") \
             from None
@@ -151,6 +152,11 @@ def audit_cmd(target: str, input_shapes, spec, tracer: str, overrides, as_json: 
         report = audit(model, inputs, name=name, numeric=not no_numeric, tracer=tracer)
     except AuditError as exc:
         click.echo(f"internal error: {exc}", err=True)
+        sys.exit(3)
+    except UserError:
+        raise
+    except Exception as exc:  # a crash is an audit bug, reported as such, never a traceback
+        click.echo(f"internal error: the audit failed: {type(exc).__name__}: {exc}", err=True)
         sys.exit(3)
     if as_json:
         out = report.to_json(max_generators)

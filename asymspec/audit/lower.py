@@ -186,6 +186,16 @@ class Lowerer:
         self.pin_count = 0
         self.params = {k: id(v) for k, v in root.named_parameters(remove_duplicate=False)}
         self.buffers = {k for k, _ in root.named_buffers(remove_duplicate=False)}
+        # weight tying by tensor identity: every name of one tensor maps to its first name
+        self.canon: dict[str, str] = {}
+        first: dict[int, str] = {}
+        for k, v in [*root.named_parameters(remove_duplicate=False),
+                     *root.named_buffers(remove_duplicate=False)]:
+            self.canon[k] = first.setdefault(id(v), k)
+        self.tensor_uses: dict[str, list[tuple]] = {}  # canonical key -> distinct axes used
+        # key -> (why, fx node, module) of a use that must not permute it
+        self.fixed_uses: dict[str, tuple[str, str, str]] = {}
+        self.read_params: dict[str, str] = {}  # canonical parameter key -> where it was read
         self.state_keys = set(root.state_dict().keys())
         # current graph context
         self.prefix = ""
@@ -226,19 +236,50 @@ class Lowerer:
     def identity(self, src: str, dst: str, slot: int = 0) -> None:
         self.ir.add_map_edge(src, dst, np.arange(self.ir.node(src)["size"]), slot)
 
+    def key(self, key: str) -> str:
+        """The canonical name of a state_dict key (tied tensors: the first name)."""
+        return self.canon.get(key, key)
+
     def record(self, key: str, axes: tuple, constant: bool = False) -> None:
-        """``key``'s axes; a parameter used twice is pinned (weight tying is not modelled)."""
-        full = key
-        if full in self.tensor_axes and self.tensor_axes[full] != axes:
-            self.pin_axes(self.tensor_axes[full], f"tensor '{full}' is used more than once")
-            self.pin_axes(axes, f"tensor '{full}' is used more than once")
-            self.unsupported.append(UnsupportedOp(self.where(), self.module_path(), full,
-                                                  "shared parameter (weight tying)"))
-            self.tensor_axes[full] = tuple(None for _ in axes)
-            return
-        self.tensor_axes[full] = axes
+        """One use of tensor ``key`` along ``axes``.  A tensor used along different axes (weight
+        tying, a module called twice) ties the nodes of corresponding axes in the IR, so every
+        automorphism permutes the one tensor consistently; ``tensor_axes`` keeps the first use."""
+        key = self.key(key)
+        uses = self.tensor_uses.setdefault(key, [])
+        if axes not in uses:
+            for prev in uses:
+                self.tie_axes(key, prev, axes)
+            uses.append(axes)
+        self.tensor_axes.setdefault(key, axes)
         if constant:
-            self.constant_keys.add(full)
+            self.constant_keys.add(key)
+
+    def fixed_use(self, key: str, why: str) -> None:
+        """``key`` is read somewhere it must not be permuted (an unsupported op, a
+        channel-uniform operand): every node along which it is used elsewhere is pinned."""
+        key = self.key(key)
+        self.fixed_uses.setdefault(key, (why, self.where(), self.module_path()))
+        self.tensor_axes.setdefault(key, ())
+
+    def tie_axes(self, key: str, a: tuple, b: tuple) -> None:
+        why = f"tensor '{key}' is used along both"
+        if len(a) != len(b):
+            self.pin_axes(a, f"tensor '{key}' is used with different ranks")
+            self.pin_axes(b, f"tensor '{key}' is used with different ranks")
+            return
+        for x, y in zip(a, b):
+            if x == y:
+                continue
+            xs = x if isinstance(x, tuple) else (x,)
+            ys = y if isinstance(y, tuple) else (y,)
+            sizes_x = [None if n is None else self.ir.node(n)["size"] for n in xs]
+            sizes_y = [None if n is None else self.ir.node(n)["size"] for n in ys]
+            if None in xs or None in ys or sizes_x != sizes_y:
+                self.pin_axes((x, y), f"tensor '{key}' is used permuted and unpermuted")
+                continue
+            for n, m in zip(xs, ys):
+                if n != m:
+                    self.ir.add_tie(n, m, why)
 
     def pin_axes(self, axes: tuple, why: str) -> None:
         for a in axes:
@@ -469,7 +510,8 @@ class Lowerer:
         if n.op == "get_attr":
             key = self.prefix + str(n.target)
             if isinstance(out_r, nn.Parameter) or key in self.params:
-                self.param_nodes[n] = key
+                self.param_nodes[n] = self.key(key)
+                self.read_params.setdefault(self.key(key), self.where())
             elif key in self.buffers:
                 self.buffer_nodes[n] = key
             return Raw("static", n, n.name)
@@ -490,7 +532,12 @@ class Lowerer:
         if not feats and n.op != "call_module" and handler not in _RAW_HANDLERS:
             handler = None
         if not feats and handler is None:
-            if any(r.kind in ("input", "opaque") for r in raws):
+            if any(r.kind in ("input", "opaque", "index") for r in raws):
+                if any(r.kind == "static" and self.params_in(r.fxnode) for r in raws):
+                    # an op we do not understand combines the input with parameters: its
+                    # parameters' symmetries are unknown, never silently dropped
+                    return self.unknown(n, args_l, kwargs_l, out_r,
+                                        "no handler for this op (it reads parameters)")
                 return _opaque_like(out_r, n)
             if all(r.kind == "static" for r in raws):
                 return _static_like(out_r, n)
@@ -525,8 +572,26 @@ class Lowerer:
         if n.op == "call_module":
             m = self.sub_root.get_submodule(str(n.target))
             for k, _ in m.named_parameters():
-                self.tensor_axes.setdefault(f"{self.prefix}{n.target}.{k}", ())
+                self.fixed_use(f"{self.prefix}{n.target}.{k}", f"read by unsupported {target}")
+        for v in _flat_values(args_l) + _flat_values(kwargs_l):
+            if isinstance(v, Raw) and v.kind == "static":
+                for k in self.params_in(v.fxnode):
+                    self.fixed_use(k, f"read by unsupported {target}")
         return _opaque_like(out_r, n)
+
+    def params_in(self, n: Any) -> list[str]:
+        """Canonical keys of the parameters a static value is computed from."""
+        out: list[str] = []
+        stack, seen = [n], set()
+        while stack:
+            x = stack.pop()
+            if not isinstance(x, fx.Node) or x in seen:
+                continue
+            seen.add(x)
+            if x in self.param_nodes:
+                out.append(self.param_nodes[x])
+            stack.extend(x.all_input_nodes)
+        return out
 
     # ------------------------------------------------------------------ submodules
     def call_submodule(self, module: nn.Module, qual: str, inputs_low: list, inputs_real: list
@@ -742,7 +807,7 @@ def _conv(L: Lowerer, base: str, x_low, x_real, eff: EffectiveWeight, bias, bias
         L.identity(src, t, 0)
         L.ir.add_map_edge(grp, t, np.arange(size) // width, 1)
     if eff.key:
-        L.grouped[eff.key] = (f.node, x.node, groups)
+        L.grouped[L.key(eff.key)] = (f.node, x.node, groups)
     return f
 
 
@@ -1368,7 +1433,7 @@ def _record_static_params(L: Lowerer, v: Raw, axes: tuple) -> None:
             continue
         seen.add(x)
         if x in L.param_nodes:
-            L.tensor_axes.setdefault(L.param_nodes[x], ())
+            L.fixed_use(L.param_nodes[x], "channel-uniform operand")
         stack.extend(x.all_input_nodes)
 
 
@@ -1701,7 +1766,7 @@ def _m_gin(L: Lowerer, m, qual, al, kl, ar, kr, out):
     a = _aggr(L, _qual_key(qual, "aggr"), x, agg_r, getattr(m, "aggr", "add"))
     h_r = agg_r + (1 + m.eps) * x_r
     h = _tie(L, _qual_key(qual, "add"), "add", [a, x], h_r, 1)
-    L.tensor_axes.setdefault(_qual_key(qual, "eps"), ())
+    L.fixed_use(_qual_key(qual, "eps"), "GIN's scalar epsilon")
     low, _ = L.call_submodule(m.nn, _qual_key(qual, "nn"), [h], [h_r])
     return low
 
@@ -1843,10 +1908,33 @@ def _finish(L: Lowerer, out_low, inputs_low, inputs_real) -> Lowered:
                 nd["role"] = "output"
             if v.node not in L.ir.outputs:
                 L.ir.outputs.append(v.node)
-    # keys never seen by a handler are not permuted; record them so the table is complete
+    # a parameter read somewhere no handler modelled: its symmetries are unknown
+    for key, where in L.read_params.items():
+        if key not in L.tensor_uses and key not in L.fixed_uses:
+            L.unsupported.append(UnsupportedOp(where, "", key, "parameter read by an operation "
+                                               "the lowering does not model"))
+            L.fixed_uses[key] = ("read by an unsupported operation", where, "")
+    # a tensor some use must not permute: pin every node it is used along elsewhere.  Pins
+    # keep reported symmetries real but may hide some (the fixed use might be invariant), so
+    # each is listed: the verdict is then unknown / a lower bound, never a false proof
+    for key, (why, where, module) in L.fixed_uses.items():
+        nodes = [a for axes in L.tensor_uses.get(key, ()) for a in axes if a is not None]
+        if not nodes:
+            continue
+        for axes in L.tensor_uses[key]:
+            L.pin_axes(axes, f"tensor '{key}' is also {why}")
+        if not why.startswith("read by unsupported"):
+            L.unsupported.append(UnsupportedOp(where, module, key, f"parameter also used as a "
+                                               f"{why}; that use is treated as fixed"))
+    # keys never seen by a handler are not permuted; record them so the table is complete;
+    # every name of a tied tensor gets the canonical name's axes
     state = set(L.root.state_dict().keys())
-    for k in state:
-        L.tensor_axes.setdefault(k, ())
+    for k in sorted(state):
+        c = L.key(k)
+        L.tensor_axes.setdefault(c, ())
+        L.tensor_axes[k] = L.tensor_axes[c]
+    L.ir.g.graph["tied_keys"] = {k: L.key(k) for k in sorted(state) if L.key(k) != k}
+    L.ir.g.graph["tensor_uses"] = {k: list(u) for k, u in L.tensor_uses.items() if len(u) > 1}
     L.ir.g.graph["tensor_axes"] = L.tensor_axes
     L.ir.g.graph["constant_keys"] = sorted(L.constant_keys)
     L.ir.g.graph["grouped_tensors"] = dict(L.grouped)

@@ -14,7 +14,13 @@ exactly one factor is not a symmetry is not one; a failing composite is bisected
 generator, which is reported by raising :class:`AuditError` (a bug in asymspec, never ignored).
 Default-initialised running statistics (mean 0, variance 1) and constant-initialised parameters
 (zero classifier heads, unit LayerNorm weights) are replaced by random values for the check (the
-module itself is never modified), so permuting them is actually tested.
+module itself is never modified), so permuting them is actually tested.  Each forward pass runs
+on the example inputs and on a second, jittered draw of their floating-point parts (a wrong
+generator can hide on two samples whose ReLUs are all off).
+
+Weight tying: a tensor with several names is passed to ``functional_call`` once (it ties the
+other names) and permuted once; a generator whose uses of that tensor ask for different
+permutations (``tensor_uses`` in the IR) is rejected.
 """
 
 from __future__ import annotations
@@ -96,13 +102,58 @@ def permute_grouped(w: torch.Tensor, out_node: str, in_node: str, groups: int,
     return dense[rows[:, None], cols]
 
 
+class _Unappliable(Exception):
+    """A generator could not be applied to the parameters (wrong sizes, ...)."""
+
+
+def _axis_index(ir: IRGraph, axis, gen: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The permutation ``gen`` induces on one tensor axis (None: the axis is not permuted)."""
+    nodes = axis if isinstance(axis, tuple) else (axis,)
+    if axis is None or not any(n in gen for n in nodes):
+        return None
+    parts, offset = [], 0
+    for n in nodes:
+        size = ir.node(n)["size"]
+        parts.append(np.asarray(gen.get(n, np.arange(size))) + offset)
+        offset += size
+    return np.concatenate(parts)
+
+
+def _conflicts(ir: IRGraph, uses: list[tuple], gen: dict[str, np.ndarray]) -> bool:
+    """Whether the uses of one tied tensor ask for different permutations of some axis."""
+    if not any(n in gen for axes in uses for n in _axis_nodes(axes)):
+        return False
+    per_use = [[_axis_index(ir, a, gen) for a in axes] for axes in uses]
+    first = per_use[0]
+    for other in per_use[1:]:
+        if len(other) != len(first):
+            return True
+        for p, q in zip(first, other):
+            if p is None and q is None:
+                continue
+            size = len(p if p is not None else q)
+            pp = p if p is not None else np.arange(size)
+            qq = q if q is not None else np.arange(size)
+            if not np.array_equal(pp, qq):
+                return True
+    return False
+
+
 def check_generators(module: nn.Module, ir: IRGraph, generators: list[dict[str, np.ndarray]],
                      inputs: tuple, individual: int = 4, batches: int = 8,
                      rtol: float = 1e-4, seed: int = 0) -> NumericResult:
     """Raise :class:`AuditError` unless every generator leaves the outputs unchanged."""
     t0 = time.perf_counter()
     constant = set(ir.g.graph.get("constant_keys", ()))
-    state = {k: v.detach() for k, v in module.state_dict(keep_vars=True).items()}
+    # a tied tensor (several names, one object) is passed and permuted once, under its first
+    # name; functional_call's tie_weights makes every other name see the same value
+    seen: set[int] = set()
+    state = {}
+    for k, v in module.state_dict(keep_vars=True).items():
+        if id(v) not in seen:
+            seen.add(id(v))
+            state[k] = v.detach()
+    uses = ir.g.graph.get("tensor_uses", {})
     base = dict(state)
     g = torch.Generator().manual_seed(seed)
     params = {k for k, _ in module.named_parameters()}
@@ -130,17 +181,41 @@ def check_generators(module: nn.Module, ir: IRGraph, generators: list[dict[str, 
     passes = 0
     worst = 0.0
 
+    # a second draw of the float inputs: on the user's example alone a wrong generator can hide
+    # (e.g. ReLU units dead on a batch of two); dropped if the model is undefined there
+    jittered = tuple(x + torch.randn(x.shape, generator=g).to(x) * (x.std() if x.numel() > 1
+                                                                      else 1.0)
+                     if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+                     for x in inputs)
+    input_sets = [inputs]
+    if any(a is not b for a, b in zip(jittered, inputs)):
+        with torch.no_grad():
+            out = _flat_tensors(functional_call(module, base, jittered))
+        if all(bool(torch.isfinite(o).all()) for o in out if o.is_floating_point()):
+            input_sets.append(jittered)
+
     def run(sd) -> list[torch.Tensor]:
         nonlocal passes
         passes += 1
         with torch.no_grad():
-            return _flat_tensors(functional_call(module, sd, inputs))
+            return [t for xs in input_sets for t in _flat_tensors(functional_call(module, sd, xs))]
 
-    ref = run(base)
-    scale = max([1.0] + [float(r.abs().max()) for r in ref if r.numel()])
+    ref: list[torch.Tensor] = []
+    scale = 1.0
 
     def holds(gen: dict[str, np.ndarray]) -> bool:
+        try:
+            return _holds(gen)
+        except AuditError:
+            raise
+        except Exception as exc:  # a permutation that cannot even be applied is no symmetry
+            raise _Unappliable(f"{type(exc).__name__}: {exc}") from exc
+
+    def _holds(gen: dict[str, np.ndarray]) -> bool:
         nonlocal worst
+        for key in uses:
+            if key in base and _conflicts(ir, uses[key], gen):
+                return False
         keys = set().union(*[touched.get(n, set()) for n in gen]) if gen else set()
         sub = {k: base[k] for k in keys if k not in grouped}
         moved = dict(base)
@@ -152,32 +227,57 @@ def check_generators(module: nn.Module, ir: IRGraph, generators: list[dict[str, 
         worst = max(worst, err / scale)
         return len(out) == len(ref) and err <= rtol * scale
 
-    def fail(gen_index: int) -> None:
+    def fail(gen_index: int, why: str = "") -> None:
         gen = generators[gen_index]
         moved = ", ".join(f"{n} ({int((p != np.arange(p.size)).sum())} units)"
                           for n, p in list(gen.items())[:6])
+        tied = [k for k in uses if k in base and _conflicts(ir, uses[k], gen)]
+        what = (f"asks for conflicting permutations of the tied tensor '{tied[0]}'" if tied
+                else f"cannot be applied to the module ({why})" if why
+                else "changes the module's outputs")
         raise AuditError(
-            f"reported symmetry #{gen_index} (moves {moved}) changes the module's outputs: "
+            f"reported symmetry #{gen_index} (moves {moved}) {what}: "
             "this is a bug in asymspec's audit; please report it with the model")
+
+    def check_one(i: int) -> bool:
+        try:
+            return holds(generators[i])
+        except _Unappliable as exc:
+            fail(i, str(exc))
+        return False
+
+    def composite_holds(lo: int, hi: int) -> bool:
+        try:
+            return holds(compose(generators[lo:hi]))
+        except _Unappliable:
+            return False  # bisect down to the generator that cannot be applied
 
     def bisect(lo: int, hi: int) -> None:
         if hi - lo == 1:
-            fail(lo)
+            if not check_one(lo):
+                fail(lo)
+            return
         mid = (lo + hi) // 2
-        if not holds(compose(generators[lo:mid])):
+        if not composite_holds(lo, mid):
             bisect(lo, mid)
         bisect(mid, hi)
 
+    try:
+        ref = run(base)
+    except Exception as exc:
+        raise AuditError(f"the module cannot be run with its own parameters through "
+                         f"torch.func.functional_call: {type(exc).__name__}: {exc}") from exc
+    scale = max([1.0] + [float(r.abs().max()) for r in ref if r.numel()])
     n = len(generators)
     first = min(individual, n)
     for i in range(first):
-        if not holds(generators[i]):
+        if not check_one(i):
             fail(i)
     rest = n - first
     if rest:
         k = min(batches, rest)
         bounds = np.linspace(first, n, k + 1).astype(int)
         for lo, hi in zip(bounds[:-1], bounds[1:]):
-            if hi > lo and not holds(compose(generators[lo:hi])):
+            if hi > lo and not composite_holds(int(lo), int(hi)):
                 bisect(int(lo), int(hi))
     return NumericResult(n, passes, first, worst, time.perf_counter() - t0)

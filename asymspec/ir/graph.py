@@ -23,6 +23,12 @@ Node attributes (all plain Python / torch values):
 ``shares``    for a linear/conv that reuses another layer's weight and bias: that owner's name
               (its dense edge's ``param`` names the owner's tensor; masks are the owner's)
 
+Graph attribute ``ties``: ``[(a, b, reason), ...]`` pairs of equal-size nodes whose units every
+permutation must move alike because one tensor is read along an axis of each (weight tying found
+by the audit: an embedding matrix reused as the output layer).  :meth:`IRGraph.ties` returns
+these together with the ties implied by ``shares``; the unit expansion, the permutation spec and
+everything built on them read that one list.
+
 Edge attributes (edge ``u -> v`` means ``v`` reads ``u``):
 
 ``kind``      ``"dense"``: a weight tensor ``W[out, in, *kernel]``; ``"map"``: a structural,
@@ -115,7 +121,24 @@ class IRGraph:
     def add_attention_edge(self, src: str, dst: str, slot: int) -> None:
         self.g.add_edge(src, dst, kind="attention", slot=slot)
 
+    def add_tie(self, a: str, b: str, reason: str = "") -> None:
+        """Units of ``a`` and ``b`` must be permuted alike (one tensor indexes both)."""
+        if self.node(a)["size"] != self.node(b)["size"]:
+            raise ValueError(f"tie between {a!r} and {b!r} of different sizes")
+        self.g.graph.setdefault("ties", []).append((a, b, reason))
+
     # ------------------------------------------------------------------ queries
+    def ties(self) -> list[tuple[str, str]]:
+        """Every pair of nodes permuted alike because of a shared tensor: explicit ties and,
+        for each layer that ``shares`` an owner's weight, (owner, layer) and their inputs."""
+        out = [(a, b) for a, b, *_ in self.g.graph.get("ties", ())]
+        for n, d in self.g.nodes(data=True):
+            owner = d.get("shares")
+            if owner:
+                (src_n, _), (src_o, _) = self.dense_edge(n), self.dense_edge(owner)
+                out += [(owner, n), (src_o, src_n)]
+        return out
+
     @property
     def inputs(self) -> list[str]:
         return self.g.graph["inputs"]

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from networkx.utils import UnionFind
 
 from asymspec.ir.graph import IRGraph
 from asymspec.ir.permute import permute_state_dict, tensor_axes
@@ -120,22 +121,6 @@ def _derived_perm(ir: IRGraph, node: str, perms: dict[str, np.ndarray]) -> np.nd
     return out
 
 
-class _UnionFind:
-    def __init__(self, items: list[str]) -> None:
-        self.parent = {x: x for x in items}
-
-    def find(self, x: str) -> str:
-        while self.parent[x] != x:
-            self.parent[x] = self.parent[self.parent[x]]
-            x = self.parent[x]
-        return x
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[rb] = ra
-
-
 def _is_full_identity(ir: IRGraph, src: str, dst: str, e: dict) -> bool:
     return (e["kind"] == "map" and ir.node(src)["size"] == ir.node(dst)["size"] > 0
             and np.array_equal(e["index"], np.arange(ir.node(dst)["size"])))
@@ -144,8 +129,12 @@ def _is_full_identity(ir: IRGraph, src: str, dst: str, e: dict) -> bool:
 def perm_spec(ir: IRGraph, state_keys: list[str] | None = None) -> PermSpec:
     """Derive the permutation spec of ``ir`` (``state_keys``: fill ``axes`` for these keys)."""
     order = [n for n in ir.topo_order() if ir.node(n)["size"] > 0]
-    uf = _UnionFind(order)
+    sizes = set(order)
+    uf = UnionFind(order)
     derived = []
+    for a, b in ir.ties():  # every use of a shared tensor is permuted alike
+        if a in sizes and b in sizes:
+            uf.union(a, b)
     for n in order:
         node = ir.node(n)
         ins = [(u, e) for u, e in ir.in_edges(n) if ir.node(u)["size"] > 0]
@@ -154,12 +143,6 @@ def perm_spec(ir: IRGraph, state_keys: list[str] | None = None) -> PermSpec:
             uf.union(q, k)
             uf.union(v, n)
             continue
-        owner = node.get("shares")
-        if owner:  # every use of a shared tensor is permuted alike
-            uf.union(owner, n)
-            (src_n, _), (src_o, _) = ir.dense_edge(n), ir.dense_edge(owner)
-            if ir.node(src_o)["size"] > 0:
-                uf.union(src_o, src_n)
         maps = [(u, e) for u, e in ins if e["kind"] == "map"]
         full = [(u, e) for u, e in maps if _is_full_identity(ir, u, n, e)]
         for u, _ in full:
@@ -168,7 +151,7 @@ def perm_spec(ir: IRGraph, state_keys: list[str] | None = None) -> PermSpec:
             derived.append(n)
     members: dict[str, list[str]] = {}
     for n in order:
-        members.setdefault(uf.find(n), []).append(n)
+        members.setdefault(uf[n], []).append(n)
     groups: dict[str, PermGroup] = {}
     node_group: dict[str, str] = {}
     derived_set = set(derived)

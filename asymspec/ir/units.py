@@ -231,21 +231,16 @@ def expand(ir: IRGraph) -> UnitGraph:
             edges.add(offsets[src] + u, gv + u // per, edges.colours(1))
             edges.add(gv + u // per, d0 + u, edges.colours(1))
 
-    # weight sharing: tie unit i of every use to unit i of the owner (outputs and inputs), so an
-    # automorphism permutes all uses of one tensor by the same index maps
-    for n in names:
-        owner = ir.node(n).get("shares")
-        if not owner:
+    # weight sharing / tying: tie unit i of every use to unit i of the owner, so an automorphism
+    # permutes all uses of one tensor by the same index maps
+    for a, b in ir.ties():
+        if rep.get(a) is None or rep.get(b) is None or rep[a] == rep[b]:
             continue
-        (src_n, _), (src_o, _) = ir.dense_edge(n), ir.dense_edge(owner)
-        for a, b in ((owner, n), (src_o, src_n)):
-            if rep.get(a) is None or rep[a] == rep[b]:
-                continue
-            u = np.arange(sizes[a])
-            tv = new_aux(sizes[a], n, 3)
-            colour = edges.colours(1)
-            edges.add(offsets[a] + u, tv + u, colour)
-            edges.add(offsets[b] + u, tv + u, colour)
+        u = np.arange(sizes[a])
+        tv = new_aux(sizes[a], b, 3)
+        colour = edges.colours(1)
+        edges.add(offsets[a] + u, tv + u, colour)
+        edges.add(offsets[b] + u, tv + u, colour)
 
     vertex_colour = np.concatenate(colour_parts + aux_colours).astype(np.int64)
     n_aux = v - n_units
