@@ -210,3 +210,18 @@ def test_zoo_refuses_a_different_config(tmp_path):
     train_zoo(tmp_path, tiny_config(members=1, shard_size=1), tiny_data())
     with pytest.raises(UserError, match="different zoo"):
         train_zoo(tmp_path, tiny_config(members=2, shard_size=1), tiny_data())
+
+
+def test_pairwise_distance_known_values():
+    from asymspec.zoo.distance import pairwise_distance, sample_pairs
+
+    flat = torch.tensor([[0.0, 0.0, 0.0, 0.0], [3.0, 4.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0]])
+    pairs = sample_pairs(3, 10, seed=0)
+    assert pairs == [(0, 1), (0, 2), (1, 2)]
+    d = pairwise_distance(flat, pairs)
+    l2 = (5.0 + 2.0 + 29 ** 0.5) / 3
+    assert d["l2_per_param"] == pytest.approx(l2 / 4) and d["rms"] == pytest.approx(l2 / 2)
+    assert d["mean_abs"] == pytest.approx((7 / 4 + 2 / 4 + 9 / 4) / 3)
+    sampled = sample_pairs(100, 50, seed=1)
+    assert len(set(sampled)) == 50 and all(i < j for i, j in sampled)
+    assert sampled == sample_pairs(100, 50, seed=1)

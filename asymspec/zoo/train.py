@@ -247,7 +247,7 @@ def train_batched(model: nn.Module, layout: ParamLayout, flat0: torch.Tensor,
                              for f in ("perm", "flip", "shift", "cut")))
         factors = torch.tensor([[triangle_factor(epoch * spe + s, spe, settings.peak_epoch,
                                                  epochs[r]) for r in rows] for s in range(spe)],
-                               dtype=torch.float64)
+                               dtype=torch.float64).to(device)  # one copy per epoch
         running = torch.zeros(m, device=device)
         for s in range(spe):
             sl = slice(s * bs, (s + 1) * bs)
