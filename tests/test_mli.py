@@ -85,6 +85,12 @@ def test_ttest_matches_scipy():
     assert ttest([1.0, 1.0], [1.0, 1.0])["p"] == 1.0
     assert ttest([1.0, 1.0], [0.0, 0.0])["p"] == 0.0
     assert math.isnan(ttest([1.0], [0.0, 1.0])["p"])
+    # results.json is strict JSON: aggregate turns NaN / inf into null
+    res = aggregate(SETTINGS, {"standard": [_member(0, [3.0, 2.0, 1.0])],
+                               "w_asym": [_member(1, [1.0, 2.0, 3.0])]}, {}, [0, .5, 1],
+                    {"name": "t"})
+    json.dumps(res, allow_nan=False)
+    assert res["variants"]["w_asym"]["ttest_vs_baseline"]["delta"]["p"] is None
 
 
 def _member(i, curve, tol=0.0):
@@ -191,6 +197,16 @@ def test_tiny_zoo_to_mli_end_to_end(tmp_path):
     report = (run_dir / "report.md").read_text()
     assert "| Standard |" in report and "26.3%" in report and "Δ (paper)" in report
     assert (run_dir / "mli_fig5.png").stat().st_size > 5000
+    # the reference's measurement: augmented, reshuffled per α (noisier), same endpoints' scale
+    ref_dir = run_experiment(str(tmp_path / "mli.yaml"), quiet=True, runs_dir=tmp_path / "runs",
+                             overrides=["eval.mode=reference", "eval.batch_size=64"])
+    ref = json.loads((ref_dir / "results.json").read_text())
+    assert ref_dir != run_dir and ref["eval_mode"] == "reference"
+    ref_member = ref["variants"]["standard"]["members"][0]
+    assert ref_member["id"] == member["id"]
+    assert ref_member["curves"]["train_loss"] != member["curves"]["train_loss"]
+    assert all(math.isfinite(v) for v in ref_member["curves"]["train_loss"])
+    assert "like the reference" in (ref_dir / "report.md").read_text()
     # a changed zoo spec changes the MLI run's hash (the zoo's identity is part of it)
     before = load_experiment(tmp_path / "mli.yaml").content_hash()
     (tmp_path / "zoo.yaml").write_text(ZOO.replace("members: 3", "members: 4"))

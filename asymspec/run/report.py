@@ -9,7 +9,8 @@
   :func:`save_figure` writes it atomically as PNG and closes it; :func:`plot_curves` draws
   mean curves with a min-max (or chosen) band per group, the shape of most of the papers'
   interpolation figures.
-* :func:`write_report` writes ``report.md`` atomically.
+* :func:`write_report` writes ``report.md`` atomically; :func:`json_safe` turns NaN / inf into
+  ``null`` for ``results.json``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,17 @@ from typing import Any
 from asymspec.run.store import atomic_write_bytes, atomic_write_text
 
 DASH = "–"
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN / ±inf float replaced by ``None`` (results.json is strict JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def fmt(value: Any, digits: int = 3) -> str:

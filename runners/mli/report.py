@@ -10,6 +10,7 @@ from asymspec.run.barrier import mean_std
 from asymspec.run.report import (
     DASH,
     figure,
+    json_safe,
     markdown_table,
     paper,
     pm,
@@ -74,7 +75,7 @@ def aggregate(settings: dict[str, Any], per_variant: dict[str, list[dict]],
                              "metrics": m["metrics"], "curves": m["curves"]}
                             for m in members]
         out["variants"][v] = entry
-    return out
+    return json_safe(out)
 
 
 def plot(results: dict[str, Any], path: Path) -> Path:
@@ -103,7 +104,7 @@ def _paper_row(p: dict | None) -> dict[str, str]:
 
 def _mark(entry: dict, key: str, threshold: float) -> str:
     t = (entry.get("ttest_vs_baseline") or {}).get(key)
-    if not t or t["p"] != t["p"]:
+    if not t or t["p"] is None:
         return ""
     return "*" if t["p"] < threshold else ""
 
@@ -163,7 +164,7 @@ def markdown(results: dict[str, Any], experiment: Experiment) -> str:
 
 def _p(entry: dict, key: str) -> str:
     t = entry["ttest_vs_baseline"].get(key)
-    if not t or t["p"] != t["p"]:
+    if not t or t["p"] is None:
         return DASH
     return f"{t['p']:.2g}"
 
@@ -171,6 +172,8 @@ def _p(entry: dict, key: str) -> str:
 def _ordering(results: dict[str, Any]) -> str:
     v = results["variants"]
     mono = {k: e["monotonic"]["mean"] for k, e in v.items() if e["n"]}
+    if any(m is None for m in mono.values()):
+        return ""
     if not {"standard", "sigma_asym", "w_asym"} <= set(mono):
         return ""
     ok = mono["w_asym"] >= mono["sigma_asym"] >= mono["standard"]
