@@ -20,7 +20,6 @@ from asymspec.ident.effective import (
     parameter_distance,
     plain_ir,
     plain_model,
-    trainable_count,
 )
 from asymspec.ident.matching import match, objective, similarities
 from asymspec.ident.realization import offdiag_summary, ridge_costs, unit_gains
@@ -80,10 +79,13 @@ def _path(ctx: Context, ir_plain, sa: dict, sb: dict, variant: str) -> dict[str,
     return out
 
 
-def _distance(ir_plain, sa: dict, sb: dict, n_trainable: int) -> dict[str, float]:
-    keys = [k for k, _ in plain_model(ir_plain).named_parameters()]
-    d = parameter_distance(sa, sb, keys)
-    return {"distance": d, "normalized_distance": d / max(n_trainable, 1) ** 0.5}
+def _distance(ir_plain, sa: dict, sb: dict) -> dict[str, float]:
+    """Distance of the endpoints' parameters as plain networks (all weights effective and
+    trainable, as the reference's converted models), and distance / √(#parameters)."""
+    params = dict(plain_model(ir_plain).named_parameters())
+    d = parameter_distance(sa, sb, list(params))
+    n = sum(p.numel() for p in params.values())
+    return {"distance": d, "normalized_distance": d / max(n, 1) ** 0.5}
 
 
 def lmc(ctx: Context, variant: str, pair: tuple[int, int], aligned: bool,
@@ -94,9 +96,8 @@ def lmc(ctx: Context, variant: str, pair: tuple[int, int], aligned: bool,
     ir = ma.ir
     ir_p = plain_ir(ir)
     sa, sb = effective_state(ma), effective_state(mb)
-    n_trainable = trainable_count(ma)
     if not aligned:
-        return {"epoch": epoch, "pair": list(pair), **_distance(ir_p, sa, sb, n_trainable),
+        return {"epoch": epoch, "pair": list(pair), **_distance(ir_p, sa, sb),
                 **_path(ctx, ir_p, sa, sb, variant)}
     out: dict[str, Any] = {"epoch": epoch, "pair": list(pair), "methods": {}}
     pa, pb = plain_model(ir_p, sa).to(ctx.device), plain_model(ir_p, sb).to(ctx.device)
@@ -117,7 +118,7 @@ def lmc(ctx: Context, variant: str, pair: tuple[int, int], aligned: bool,
                                   seed=seed % (2 ** 31))
             sb_al = {k: v.detach().cpu() for k, v in res.state.items()}
             info = {"objective_trace": [float(o) for o in res.objective]}
-        out["methods"][method] = {**info, **_distance(ir_p, sa, sb_al, n_trainable),
+        out["methods"][method] = {**info, **_distance(ir_p, sa, sb_al),
                                   **_path(ctx, ir_p, sa, sb_al, variant)}
     return out
 

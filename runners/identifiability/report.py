@@ -165,7 +165,8 @@ def markdown(results: dict[str, Any], figures: list[Path]) -> str:
                   "Loss barrier L(½) − ½(L(0)+L(1)) per split, the max-over-path loss barrier and "
                   "the reference's relative accuracy barrier 100·(min acc − max endpoint acc) / "
                   "max endpoint acc (test split), mean ± std over pairs; distance between the "
-                  "endpoints' effective parameters and distance / √(#trainable).",
+                  "endpoints as plain networks of effective weights (what is interpolated) "
+                  "and distance / √(#parameters), as the reference computes them.",
                   "Activation matching maximises Pearson correlation at the recording points "
                   f"(similarity `{results['similarity']}`); the reference's latest script "
                   "maximises 1 − |ρ| instead, i.e. picks the least-correlated pairing — a bug "
