@@ -112,6 +112,7 @@ class MLIRunner(Runner):
         alphas = [i / (exp["points"] - 1) for i in range(exp["points"])]
         tol = exp["metrics"]["monotonic_tolerance"]
         out = []
+        bar = self.progress.bar(len(ids), unit.id, level=1)
         for j, member_id in enumerate(ids):
             member = by_id[member_id]
             s0 = {k: v[j] for k, v in theta_0.items()}
@@ -123,6 +124,8 @@ class MLIRunner(Runner):
                         "hparams": member["hparams"], "zoo_metrics": member.get("metrics"),
                         "curves": curves,
                         "metrics": curve_metrics(curves["train_loss"], tol)})
+            bar.update(1, delta=f"{out[-1]['metrics'].get('delta', float('nan')):+.4f}")
+        bar.close()
         return {"variant": variant, "alphas": alphas, "members": out}
 
     def _autocast(self):
