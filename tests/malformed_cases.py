@@ -70,7 +70,7 @@ asymmetry:
   sigma_asym:
     f_std: 0.5
     scale: inv_sqrt_dim
-    layers: ["stage1.*", "stage2.*"]
+    layers: ["layer1.*", "layer2.*"]
   fixed_bias:
     k: 2.0
 expect: symmetric

@@ -40,7 +40,7 @@ def prepare(spec_path: str, profile: str | None, overrides: Sequence[str],
     store = RunStore(Path(runs_dir) / experiment.run_name())
     payload = experiment.to_json()
     if store.experiment_path.is_file():
-        old = read_json(store.experiment_path)
+        old = read_json(store.experiment_path, dict)  # damaged: exit 2 naming it
         same = (_without_resources(old.get("experiment")) ==
                 _without_resources(payload["experiment"]) and
                 old.get("models") == payload["models"])
@@ -52,7 +52,7 @@ def prepare(spec_path: str, profile: str | None, overrides: Sequence[str],
         atomic_write_text(store.root / "spec.yaml", experiment.spec.to_yaml())
         atomic_write_json(store.experiment_path, payload)
     if store.experiment_path.is_file() and payload.get("upstreams") and \
-            read_json(store.experiment_path).get("upstreams") != payload["upstreams"]:
+            read_json(store.experiment_path, dict).get("upstreams") != payload["upstreams"]:
         atomic_write_json(store.experiment_path, payload)  # upstream directories moved
     _link_latest(Path(runs_dir), experiment.name, store.root)
     return experiment, store
