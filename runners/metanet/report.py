@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from asymspec.metanet.metrics import kendall_tau, r2
 from asymspec.run.report import DASH, figure, fmt, markdown_table, pm, save_figure, write_report
 from runners.metanet.paper import COLUMNS, FINAL_LR, LABELS, TABLE
 
@@ -114,9 +115,9 @@ def scatter(run_dir: Path, results: dict[str, Any]) -> list[Path]:
         for ax, r in zip(axes[0], rows):
             ax.scatter(truth, r["test_pred"], s=6, alpha=0.6)
             ax.plot([lo, hi], [lo, hi], color="k", lw=0.8)
-            r2 = r["test_r2"]["mean"] if r["seeds"] and len(r["seeds"]) == 1 else None
-            ax.set_title(f"{row_label(r)}\nτ {pm(r['test_tau'], 2)}" +
-                         (f", R² {fmt(r2, 2)}" if r2 is not None else ""), fontsize=8)
+            ax.set_title(f"{row_label(r)}\nseed {r['seeds'][0]}: τ "
+                         f"{fmt(kendall_tau(r['test_pred'], truth), 2)}, R² "
+                         f"{fmt(r2(r['test_pred'], truth), 2)}", fontsize=8)
             ax.set_xlabel("true test accuracy", fontsize=8)
             ax.set_ylabel("predicted", fontsize=8)
             ax.tick_params(labelsize=7)
@@ -153,9 +154,8 @@ def render(run_dir: Path, results: dict[str, Any]) -> list[Path]:
         "reproduces it (on member order) for comparison only.\n",
         "- Inputs: trainable entries in state_dict order; W-Asym's fixed entries and σ-Asym's "
         "F are removed, diverged and non-finite members excluded, no input normalisation (as "
-        "the reference). Our W-Asym zoo spec fixes a different number of entries than the "
-        "paper's (60,634 inputs there; see the input dim above), as the paper's per-layer "
-        "nfix for this zoo is unpublished.\n",
+        "the reference). The paper's W-Asym ResNet8 has 60,634 inputs; ours has what the zoo's "
+        "W-Asym model spec leaves trainable (the Data table).\n",
         "- The reference's MLP learning rate on standard ResNets is 1e-2 in `final_mlp.sh` but "
         "1e-4 in Table 14; we search the grid on validation for every cell instead.\n",
         "- Remedy rows (NodeSort, permutation augmentation) exist only for standard variants "
