@@ -90,8 +90,7 @@ class Base:
 
     def _variant_w_asym(self) -> dict[str, dict[str, Any] | None]:
         exp = self.experiment
-        return {v: (exp.models[v].data.get("asymmetry") or {}).get("w_asym")
-                for v in exp.trained_variants()}
+        return {v: _w_asym_block(exp.models[v].data) for v in exp.trained_variants()}
 
     def _variant_overrides(self, variant: str) -> list[str]:
         return list(self.experiment.data["variants"][variant]["overrides"])
@@ -102,7 +101,7 @@ class Base:
         from asymspec.spec import load_spec
 
         spec = load_spec(self.path, overrides=list(self.sweep.data["base_overrides"]))
-        return (spec.data.get("asymmetry") or {}).get("w_asym")
+        return _w_asym_block(spec.data)
 
     def _train_spec(self, cell: Cell, overrides: list[str]) -> dict[str, Any]:
         d = self.sweep.data
@@ -176,6 +175,12 @@ class Base:
         run = CellRun(str(path), None, exp_axes)
         run.validate()
         return run
+
+
+def _w_asym_block(model_spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The resolved ``asymmetry.w_asym`` block of a model spec (``asymmetry`` may be 'none')."""
+    asym = model_spec.get("asymmetry")
+    return asym.get("w_asym") if isinstance(asym, dict) else None
 
 
 def fixed_counts(experiment: Experiment) -> dict[str, int]:
