@@ -30,12 +30,12 @@ def coherence(U: torch.Tensor) -> float:
 def gram_matrices(U: torch.Tensor, trainable: torch.Tensor) -> torch.Tensor:
     """``S_i = Uᵀ diag(D_i) U`` for every row ``D_i`` of ``trainable`` -> ``(n, k, k)``."""
     U = U.double()
-    return torch.einsum("dk,nd,dl->nkl", U, trainable.double(), U)
+    return torch.einsum("dk,nd,dl->nkl", U, trainable.double().to(U.device), U)
 
 
 def anisotropy(S: torch.Tensor, p: float) -> torch.Tensor:
     """``‖S_i − p·I‖₂`` per neuron (``S``: ``(n, k, k)`` symmetric)."""
-    eye = torch.eye(S.shape[-1], dtype=S.dtype)
+    eye = torch.eye(S.shape[-1], dtype=S.dtype, device=S.device)
     return torch.linalg.eigvalsh(S - p * eye).abs().amax(-1)
 
 
@@ -48,7 +48,9 @@ def concentration_bound(nu: float, k: int, p: float, delta: float) -> float:
 
 def coherence_report(U: torch.Tensor, trainable: torch.Tensor,
                      deltas: Sequence[float] = DELTAS) -> dict:
-    """Coherence, mean / max anisotropy and the bound at every δ for one layer."""
+    """Coherence, mean / max anisotropy and the bound at every δ for one layer (computed on
+    ``U``'s device)."""
+    trainable = trainable.to(U.device)
     p = float(trainable.double().mean())
     nu = coherence(U)
     k = U.shape[1]

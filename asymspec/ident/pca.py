@@ -37,12 +37,12 @@ def pca_basis(cov: torch.Tensor, explained_variance: float = 0.9) -> PCABasis:
     evecs = evecs.flip(1)
     total = float(evals.sum())
     if total <= 0:  # constant inputs: no direction carries variance
-        ratios = torch.zeros(d, dtype=torch.float64)
+        ratios = torch.zeros(d, dtype=torch.float64, device=cov.device)
         return PCABasis(evecs[:, :1], 1, d, 0.0, ratios)
     ratios = evals / total
     cum = torch.cumsum(ratios, 0)
     # smallest k with cum[k-1] >= threshold (a 1e-12 slack absorbs round-off at exact hits)
     k = int(torch.searchsorted(cum, torch.tensor([explained_variance - 1e-12],
-                                                 dtype=torch.float64))[0]) + 1
+                                                 dtype=torch.float64, device=cov.device))[0]) + 1
     k = min(max(k, 1), d)
     return PCABasis(evecs[:, :k].contiguous(), k, d, float(cum[k - 1]), ratios)

@@ -142,6 +142,10 @@ class LayerWeights:
     trainable: torch.Tensor
     fixed: torch.Tensor
 
+    def to(self, device: torch.device | str) -> LayerWeights:
+        return LayerWeights(self.effective.to(device), self.trainable.to(device),
+                            self.fixed.to(device))
+
     @property
     def trainable_fraction(self) -> float:
         return float(self.trainable.mean())

@@ -39,20 +39,23 @@ from asymspec.ir.graph import IRGraph
 
 def realization_costs(U: torch.Tensor, weights: LayerWeights,
                       neurons: Sequence[int] | None = None) -> torch.Tensor:
-    """``m[i, j]`` for the chosen neurons (all by default) -> ``(n, n)`` float64."""
+    """``m[i, j]`` for the chosen neurons (all by default) -> ``(n, n)`` float64 on the CPU.
+
+    Computed on ``U``'s device (pass a CUDA ``U`` for large conv layers)."""
     idx = torch.arange(weights.effective.shape[0]) if neurons is None else \
         torch.as_tensor(list(neurons), dtype=torch.long)
     U = U.double()
+    weights = weights.to(U.device)
     a = weights.effective[idx] @ U  # (n, k): a_j
     v = weights.fixed[idx] @ U  # (n, k): v_i
     D = weights.trainable[idx]
-    out = torch.empty(len(idx), len(idx), dtype=torch.float64)
+    out = torch.empty(len(idx), len(idx), dtype=torch.float64, device=U.device)
     for lo in range(0, len(idx), CHUNK):
         S = gram_matrices(U, D[lo:lo + CHUNK])
         S_pinv = torch.linalg.pinv(S, hermitian=True)
         delta = a[None, :, :] - v[lo:lo + CHUNK, None, :]  # (c, n, k): a_j - v_i
         out[lo:lo + CHUNK] = torch.einsum("cnk,ckl,cnl->cn", delta, S_pinv, delta)
-    return out
+    return out.cpu()
 
 
 def swap_costs(m: torch.Tensor) -> torch.Tensor:
@@ -64,7 +67,7 @@ def swap_costs(m: torch.Tensor) -> torch.Tensor:
 def offdiag_summary(T: torch.Tensor) -> dict[str, float]:
     """Statistics of the off-diagonal entries of a square matrix."""
     n = T.shape[0]
-    vals = T[~torch.eye(n, dtype=torch.bool)]
+    vals = T[~torch.eye(n, dtype=torch.bool, device=T.device)]
     if vals.numel() == 0:
         return {"mean": float("nan"), "median": float("nan"), "min": float("nan"),
                 "max": float("nan")}

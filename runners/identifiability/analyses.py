@@ -153,9 +153,10 @@ def realization(ctx: Context, variant: str, member: int) -> dict[str, Any]:
                                  gen=gen)
     layers: dict[str, Any] = {}
     for p in points:
-        basis = ident.pca_basis(stats[p.layer].cov, rs["explained_variance"])
+        basis = ident.pca_basis(stats[p.layer].cov.to(ctx.device), rs["explained_variance"])
         lw = ident.layer_weights(model, p)
         m = ident.realization_costs(basis.U, lw)
+        basis.U = basis.U.cpu()
         T = ident.swap_costs(m)
         v = lw.fixed @ basis.U
         vd = torch.cdist(v, v)
@@ -194,7 +195,8 @@ def coherence(ctx: Context, variant: str, member: int) -> dict[str, Any]:
             gen=torch.Generator().manual_seed(0))
         per_layer = {}
         for p in points:
-            basis = ident.pca_basis(stats[p.layer].cov, cs["explained_variance"])
+            basis = ident.pca_basis(stats[p.layer].cov.to(ctx.device),
+                                    cs["explained_variance"])
             lw = ident.layer_weights(model, p)
             per_layer[p.layer] = {**ident.coherence_report(basis.U, lw.trainable, cs["deltas"]),
                                   "explained": basis.explained}
