@@ -209,3 +209,22 @@ def test_channels_last_convolutions() -> None:
     assert (conv.weight.grad[~conv.weight_mask] == 0).all()
     for k in ref_grads:
         assert torch.allclose(grads[k], ref_grads[k], atol=1e-6), k
+
+
+def test_frozen_pointwise_conv_matches_conv2d() -> None:
+    """FiGLU's F on feature maps runs as a matmul over channels; same function as conv2d."""
+    from asymspec.nn import AsymConv2d
+
+    g = generator("pointwise")
+    f = torch.randn(6, 4, 1, 1, generator=g)
+    layer = AsymConv2d(4, 6, 1, 1, 0, None, torch.zeros(6, 4, 1, 1, dtype=torch.bool), f,
+                       None, g)
+    x = torch.randn(3, 4, 5, 5, generator=g, requires_grad=True)
+    out = layer(x)
+    ref = torch.nn.functional.conv2d(x, f)
+    assert torch.allclose(out, ref, atol=1e-6)
+    (gx,) = torch.autograd.grad(out.square().sum(), x)
+    (rx,) = torch.autograd.grad(ref.square().sum(), x)
+    assert torch.allclose(gx, rx, atol=1e-5)
+    cl = x.detach().to(memory_format=torch.channels_last)  # falls back to conv2d
+    assert torch.allclose(layer(cl), ref, atol=1e-6)
