@@ -66,3 +66,23 @@ def test_kill9_mid_zoo_then_resume(tmp_path):
     a = store.read_shard_tensors(store.shard_dir(root, "w_asym", 2))
     b = store.read_shard_tensors(fresh)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_damaged_shard_is_retrained_and_refused_by_load(tmp_path):
+    import pytest
+
+    from asymspec.errors import UserError
+
+    config = tiny_config(members=2, shard_size=1, variants=("standard",))
+    train_zoo(tmp_path, config, tiny_data())
+    path = store.shard_dir(tmp_path, "standard", 1) / "members.safetensors"
+    good = store.read_shard_tensors(path.parent)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # truncated
+    assert store.verify_shard(path.parent).startswith("members.safetensors is unreadable")
+    with pytest.raises(UserError, match="retrain"):
+        load(tmp_path)
+    train_zoo(tmp_path, config, tiny_data())
+    again = store.read_shard_tensors(path.parent)
+    assert all(torch.equal(good[k], again[k]) for k in good)  # retrained, bit-identical
+    assert len(load(tmp_path).members("standard")) == 2

@@ -157,9 +157,13 @@ class Zoo:
         out, missing = [], []
         for k in range(n_shards):
             d = store.shard_dir(self.root, variant, k)
-            if not (d / "members.json").is_file():
+            problem = store.verify_shard(d)
+            if problem == "missing":
                 missing.append(k)
                 continue
+            if problem is not None:
+                raise UserError(f"{d}: {problem}; run the zoo again (same command) to retrain "
+                                "this shard")
             rec = store.read_shard_record(d)
             if rec.get("identity") != self.identity:
                 raise UserError(f"{d} belongs to another zoo (identity mismatch); remove it")

@@ -51,8 +51,33 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def verify_shard(directory: Path) -> str | None:
+    """``None`` when the shard is complete and readable, ``"missing"`` when it has no record,
+    else what is wrong (a garbled record, a missing or truncated tensor file, wrong keys or
+    member count).  Reads the safetensors header only, not the tensors."""
+    from safetensors import safe_open
+
+    directory = Path(directory)
+    if not (directory / "members.json").is_file():
+        return "missing"
+    try:
+        record = read_shard_record(directory)
+        keys, count = list(record["keys"]), len(record["members"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"members.json is damaged ({type(exc).__name__}: {exc})"
+    try:
+        with safe_open(str(directory / "members.safetensors"), "pt") as fh:
+            stored = sorted(fh.keys())
+            rows = {fh.get_slice(k).get_shape()[0] for k in stored}
+    except Exception as exc:  # missing, truncated or not safetensors at all
+        return f"members.safetensors is unreadable ({type(exc).__name__}: {exc})"
+    if stored != sorted(keys) or rows != {count}:
+        return "members.safetensors does not match members.json (keys or member count)"
+    return None
+
+
 def is_complete(root: Path, variant: str, index: int) -> bool:
-    return (shard_dir(root, variant, index) / "members.json").is_file()
+    return verify_shard(shard_dir(root, variant, index)) is None
 
 
 def write_shard(directory: Path, tensors: dict[str, torch.Tensor],

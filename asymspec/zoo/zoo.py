@@ -117,8 +117,11 @@ def train_shard(root: Path, config: ZooConfig, variant: str, index: int, data: Z
     """Train, evaluate and write shard ``index`` of ``variant``; returns its record.  A
     complete shard is not redone."""
     directory = Path(directory) if directory else store.shard_dir(root, variant, index)
-    if (directory / "members.json").is_file():
+    problem = store.verify_shard(directory)
+    if problem is None:
         return store.read_shard_record(directory)
+    if problem != "missing":  # damaged: never trusted, trained again
+        (directory / "members.json").unlink(missing_ok=True)
     members = shard_ranges(config.count(variant), config.shard_size)[index]
     plans = plan_members(config.seed, members, config.hparams)
     ir = compile_variant(config.variants[variant])
