@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from asymspec.families import expand_model
 from asymspec.ir.build import build_ir
 from asymspec.ir.graph import IRGraph
-from asymspec.nn.model import emit
 from asymspec.passes import run_passes
 from asymspec.spec import Spec, load_spec, load_spec_text
 from asymspec.spec.limits import ir_size_problem
+
+if TYPE_CHECKING:
+    from torch import nn
 
 SpecLike = str | Path | dict | Spec
 
@@ -60,6 +60,8 @@ def build(spec: SpecLike, overrides: Sequence[str] | None = None,
     ``init_seed`` overrides the spec's ``seed`` (the initialisation seed); the asymmetry seed
     (masks, F, noise) stays the spec's, so models of one spec differ only in trainable init.
     """
+    from asymspec.nn.model import emit  # the emitter is only needed to build modules
+
     ir = compile_ir(spec, overrides)
     s: Spec = ir.g.graph["spec"]
     return emit(ir, s.data.get("seed", 0) if init_seed is None else init_seed)

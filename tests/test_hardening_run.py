@@ -195,3 +195,12 @@ def test_run_outputs_have_normal_permissions(finished):
     bad = [(str(p), oct(p.stat().st_mode & 0o777)) for p in files
            if p.stat().st_mode & 0o777 != want]
     assert not bad
+
+
+def test_unknown_kind_in_file_is_located(tmp_path):
+    spec = tmp_path / "k.yaml"
+    spec.write_text("name: k\nkind: nokind\ndataset: {name: digits}\n"
+                    "variants:\n  standard: {model: mlp_mnist.yaml}\n")
+    (tmp_path / "mlp_mnist.yaml").write_text((ROOT / "specs" / "mlp_mnist.yaml").read_text())
+    res = CliRunner().invoke(main, ["run", str(spec), "--runs-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 2 and f"{spec}:2:" in res.output and "nokind" in res.output
