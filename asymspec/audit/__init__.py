@@ -2,7 +2,7 @@
 
 ``audit(module, example_inputs)`` traces the module with torch.fx (:mod:`asymspec.audit.trace`;
 ``torch.export`` when the root module cannot be fx-traced, e.g. Python control flow on shapes),
-lowers the traced graph into the compiler's IR (:mod:`asymspec.audit.lower`; masked / noisy
+lowers the traced graph into the compiler's IR (:mod:`asymspec.audit.lowering`; masked / noisy
 effective weights via :mod:`asymspec.audit.params`), runs the same exact verifier as
 ``asymspec check`` and checks every reported symmetry numerically on the real module
 (:mod:`asymspec.audit.numeric`).  The result is a :class:`~asymspec.check.CheckReport` (an
@@ -56,8 +56,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from asymspec.audit import lower as _lowering
-from asymspec.audit.lower import Lowered, UnsupportedOp
+from asymspec.audit import lowering as _lowering
+from asymspec.audit.lowering import Lowered, UnsupportedOp
 from asymspec.audit.numeric import AuditError, NumericResult, check_generators
 from asymspec.check import CheckReport, check_ir
 from asymspec.ir.graph import IRGraph

@@ -1,6 +1,6 @@
 """Tracing a module into a ``torch.fx`` graph the lowering understands.
 
-The tracer stops at modules :mod:`asymspec.audit.lower` has a handler for (``nn.Linear``,
+The tracer stops at modules :mod:`asymspec.audit.lowering` has a handler for (``nn.Linear``,
 ``nn.Conv2d``, norms, activations, ``nn.MultiheadAttention``, torch-geometric convolutions, ...)
 and traces through everything else.  A submodule whose ``forward`` cannot be traced (data-dependent
 control flow, iteration over a proxy, ...) is kept as an opaque leaf instead of failing the whole

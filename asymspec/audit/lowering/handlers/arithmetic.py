@@ -1,0 +1,107 @@
+"""Binary elementwise arithmetic: residual sums, products, scaling by constants or parameters."""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+import torch
+import torch.fx as fx
+
+from asymspec.audit.lowering.context import Call
+from asymspec.audit.lowering.handlers.shape import _tie
+from asymspec.audit.lowering.interpreter import Lowerer
+from asymspec.audit.lowering.registry import handles
+from asymspec.audit.lowering.values import Feat, Raw, Split, Unsupported, _opaque_like, _target_name
+
+# ---------------------------------------------------------------- binary elementwise
+_BINARY = {
+    operator.add: "add", operator.iadd: "add", torch.add: "add", operator.sub: "add",
+    operator.isub: "add", torch.sub: "add", operator.mul: "mul", operator.imul: "mul",
+    torch.mul: "mul", operator.truediv: "mul", operator.itruediv: "mul", torch.div: "mul",
+    torch.maximum: "binary", torch.minimum: "binary", torch.pow: "binary",
+    operator.pow: "binary", torch.where: None, torch.rsub: "add",
+}
+_BINARY_METHODS = {"add": "add", "add_": "add", "sub": "add", "sub_": "add", "mul": "mul",
+                   "mul_": "mul", "div": "mul", "div_": "mul"}
+
+
+def _binary(L: Lowerer, n, op: str, al, ar, out):
+    if op is None:
+        raise Unsupported("where() of features")
+    splits = [v for v in al[:2] if isinstance(v, Split)]
+    if splits:  # scaling split heads by a python scalar (q * d ** -0.5): same units
+        if len(splits) == 1 and all(isinstance(r, (int, float)) for r in ar[:2]
+                                    if not isinstance(r, torch.Tensor)) and \
+                sum(isinstance(r, torch.Tensor) for r in ar[:2]) == 1:
+            return splits[0]
+        raise Unsupported("arithmetic on split attention heads")
+    operands = [(v, r) for v, r in zip(al[:2], ar[:2])]
+    feats = [(v, r) for v, r in operands if isinstance(v, Feat)]
+    if not feats:
+        return _opaque_like(out, n)
+    if not isinstance(out, torch.Tensor):
+        raise Unsupported("binary op without tensor output")
+    nd = out.dim()
+    f0, r0 = feats[0]
+    axis = f0.cdim + nd - r0.dim()
+    size = out.shape[axis]
+    ties: list[Feat] = []
+    for v, r in operands:
+        if not isinstance(r, torch.Tensor):
+            continue  # python scalar: channel-uniform
+        ax = axis - (nd - r.dim())
+        if isinstance(v, Feat):
+            if v.cdim != ax:
+                raise Unsupported("operands carry channels on different axes")
+            if r.shape[ax] == size:
+                ties.append(v)
+            else:  # a single unit broadcast over the channels
+                name = L.add_node(f"{n.name}.bcast", "broadcast", [v.node], size, out, axis)
+                L.ir.add_map_edge(v.node, name, np.zeros(size, dtype=np.int64))
+                ties.append(Feat(name, axis))
+            continue
+        if ax < 0 or r.dim() == 0 or r.shape[ax] == 1:
+            if isinstance(v, Raw) and v.kind == "static":
+                _record_static_params(L, v, ())
+            continue  # channel-uniform operand (scalar, per-position mask, ...)
+        ties.append(L.feat(v, r, ax))
+    base = n.name
+    if len(ties) == 1:
+        return L.elementwise(base, op if op != "add" else "affine", ties[0], out, cdim=axis,
+                             attrs={"fn": _target_name(n, None)})
+    return _tie(L, base, op, ties, out, axis)
+
+
+def _record_static_params(L: Lowerer, v: Raw, axes: tuple) -> None:
+    """Parameters in a channel-uniform operand are not permuted."""
+    stack = [v.fxnode]
+    seen = set()
+    while stack:
+        x = stack.pop()
+        if x in seen or not isinstance(x, fx.Node):
+            continue
+        seen.add(x)
+        if x in L.param_nodes:
+            L.fixed_use(L.param_nodes[x], "channel-uniform operand")
+        stack.extend(x.all_input_nodes)
+
+
+@handles(*[k for k in _BINARY])
+def _f_binary(c: Call):
+    L, n, al, kl = c.lowerer, c.node, c.args, c.kwargs
+    ar, kr, out = c.real_args, c.real_kwargs, c.out
+    if n.target is torch.where:
+        raise Unsupported("where() of features")
+    if kl.get("alpha") not in (None, 1) and isinstance(kl.get("alpha"), (Feat, Raw)):
+        raise Unsupported("tensor alpha")
+    return _binary(L, n, _BINARY[n.target], list(al) + [kl.get("other")],
+                   list(ar) + [kr.get("other")], out)
+
+
+@handles(*_BINARY_METHODS)
+def _meth_binary(c: Call):
+    L, n, al, kl = c.lowerer, c.node, c.args, c.kwargs
+    ar, kr, out = c.real_args, c.real_kwargs, c.out
+    return _binary(L, n, _BINARY_METHODS[n.target], list(al) + [kl.get("other")],
+                   list(ar) + [kr.get("other")], out)

@@ -1,0 +1,175 @@
+"""torch-geometric: GIN, GCN and SAGE convolutions, graph pooling, scatter aggregations."""
+
+from __future__ import annotations
+
+import torch
+
+from asymspec.audit.lowering.context import Call
+from asymspec.audit.lowering.handlers.attention import _linear_from
+from asymspec.audit.lowering.handlers.shape import _tie
+from asymspec.audit.lowering.interpreter import Lowerer
+from asymspec.audit.lowering.registry import handles
+from asymspec.audit.lowering.values import Feat, Split, Unsupported, _arg, _opaque_like, _qual_key
+
+
+# ---------------------------------------------------------------- torch-geometric
+def _pyg_classes() -> dict:
+    try:
+        from torch_geometric.nn import GCNConv, GINConv, SAGEConv
+    except Exception:  # pragma: no cover
+        return {}
+    return {"gin": GINConv, "gcn": GCNConv, "sage": SAGEConv}
+
+
+def _aggr(L: Lowerer, base: str, x: Feat, real: torch.Tensor, kind: str) -> Feat:
+    op = {"add": "sum_aggr", "sum": "sum_aggr", "mean": "mean_aggr", "max": "max_aggr"}.get(kind)
+    if op is None:
+        raise Unsupported(f"aggregation '{kind}'")
+    return L.elementwise(base, op, x, real, attrs={"aggr": kind})
+
+
+def _scatter(x: torch.Tensor, ei: torch.Tensor, reduce: str) -> torch.Tensor:
+    from torch_geometric.utils import scatter
+
+    return scatter(x[ei[0]], ei[1], dim=0, dim_size=x.shape[0], reduce=reduce)
+
+
+def _pyg_x(al, ar):
+    if isinstance(ar[0], (tuple, list)):
+        raise Unsupported("bipartite (pair) node features")
+    if not isinstance(ar[1], torch.Tensor):
+        raise Unsupported("sparse adjacency")
+    return al[0], ar[0], ar[1]
+
+
+def _m_gin(c: Call):
+    L, m, qual, al, ar = c.lowerer, c.module, c.qual, c.args, c.real_args
+    x_l, x_r, ei = _pyg_x(al, ar)
+    x = L.feat(x_l, x_r, 1)
+    agg_r = _scatter(x_r, ei, "sum")
+    a = _aggr(L, _qual_key(qual, "aggr"), x, agg_r, getattr(m, "aggr", "add"))
+    h_r = agg_r + (1 + m.eps) * x_r
+    h = _tie(L, _qual_key(qual, "add"), "add", [a, x], h_r, 1)
+    L.fixed_use(_qual_key(qual, "eps"), "GIN's scalar epsilon")
+    low, _ = L.call_submodule(m.nn, _qual_key(qual, "nn"), [h], [h_r])
+    return low
+
+
+def _m_gcn(c: Call):
+    L, m, qual, al, ar, out = c.lowerer, c.module, c.qual, c.args, c.real_args, c.out
+    x_l, x_r, ei = _pyg_x(al, ar)
+    x = L.feat(x_l, x_r, 1)
+    lin_r = m.lin(x_r)
+    h = _linear_from(L, _qual_key(qual, "lin"), x, m.lin.weight, _qual_key(qual, "lin.weight"),
+                     "trainable" if m.lin.bias is not None else None, lin_r)
+    if m.lin.bias is not None:
+        L.record(_qual_key(qual, "lin.bias"), (h.node,))
+    a = _aggr(L, _qual_key(qual, "aggr"), h, out, "add")
+    if m.bias is not None:
+        L.ir.node(a.node)["bias"] = "trainable"
+        L.record(_qual_key(qual, "bias"), (a.node,))
+    return a
+
+
+def _m_sage(c: Call):
+    L, m, qual, al, ar, out = c.lowerer, c.module, c.qual, c.args, c.real_args, c.out
+    x_l, x_r, ei = _pyg_x(al, ar)
+    if m.project:
+        raise Unsupported("SAGEConv(project=True)")
+    if not isinstance(m.aggr, str):
+        raise Unsupported("SAGEConv with an aggregation module")
+    x = L.feat(x_l, x_r, 1)
+    agg_r = _scatter(x_r, ei, "sum" if m.aggr == "add" else m.aggr)
+    a = _aggr(L, _qual_key(qual, "aggr"), x, agg_r, m.aggr)
+    ol = m.lin_l(agg_r)
+    left = _linear_from(L, _qual_key(qual, "lin_l"), a, m.lin_l.weight,
+                        _qual_key(qual, "lin_l.weight"),
+                        "trainable" if m.lin_l.bias is not None else None, ol)
+    if m.lin_l.bias is not None:
+        L.record(_qual_key(qual, "lin_l.bias"), (left.node,))
+    h, h_r = left, ol
+    if m.root_weight:
+        orr = m.lin_r(x_r)
+        right = _linear_from(L, _qual_key(qual, "lin_r"), x, m.lin_r.weight,
+                             _qual_key(qual, "lin_r.weight"),
+                             "trainable" if m.lin_r.bias is not None else None, orr)
+        if m.lin_r.bias is not None:
+            L.record(_qual_key(qual, "lin_r.bias"), (right.node,))
+        h_r = ol + orr
+        h = _tie(L, _qual_key(qual, "add"), "add", [left, right], h_r, 1)
+    if m.normalize:
+        h = L.elementwise(_qual_key(qual, "normalize"), "activation", h, out,
+                          attrs={"fn": "normalize"})
+    return h
+
+
+for _k, _fn in (("gin", _m_gin), ("gcn", _m_gcn), ("sage", _m_sage)):
+    _c = _pyg_classes().get(_k)
+    if _c is not None:
+        handles(_c)(_fn)
+
+
+def _pyg_pools() -> dict:
+    try:
+        from torch_geometric.nn import pool
+    except Exception:  # pragma: no cover
+        return {}
+    return {getattr(pool, n): n.split("_")[1] for n in
+            ("global_add_pool", "global_mean_pool", "global_max_pool") if hasattr(pool, n)}
+
+
+def _f_graph_pool(c: Call):
+    L, n, al, ar, out = c.lowerer, c.node, c.args, c.real_args, c.out
+    x = L.feat(al[0], ar[0], 1)
+    kind = _pyg_pools()[n.target]
+    return L.elementwise(n.name, "global_max_pool" if kind == "max" else "global_avg_pool", x,
+                         out, attrs={"kind": f"graph_{kind}"})
+
+
+for _t in _pyg_pools():
+    handles(_t)(_f_graph_pool)
+
+
+# ---------------------------------------------------------------- scatter aggregations
+def _m_asymspec_aggregate(c: Call):
+    """asymspec's own ``Aggregate`` op: neighbourhood aggregation over ``edge_index``."""
+    L, m, qual, al, ar, out = c.lowerer, c.module, c.qual, c.args, c.real_args, c.out
+    x = L.feat(al[0], ar[0], 1)
+    return _aggr(L, qual, x, out, m.aggr)
+
+
+def _f_scatter(c: Call):
+    """torch_geometric.utils.scatter(src, index, dim, dim_size, reduce): channel-wise when
+    ``dim`` is not the channel axis."""
+    L, n, al, kl = c.lowerer, c.node, c.args, c.kwargs
+    ar, kr, out = c.real_args, c.real_kwargs, c.out
+    x = al[0]
+    if not isinstance(x, Feat):
+        return _opaque_like(out, n)
+    dim = _arg(ar, kr, 2, "dim", 0) % ar[0].dim()
+    if dim == x.cdim or isinstance(_arg(al, kl, 1, "index"), (Feat, Split)):
+        raise Unsupported("scatter along the channel axis / by feature values")
+    reduce = _arg(ar, kr, 4, "reduce", "sum")
+    if reduce not in ("sum", "add", "mean", "max", "min"):
+        raise Unsupported(f"scatter reduce '{reduce}'")
+    return L.elementwise(n.name, "max_aggr" if reduce in ("max", "min") else
+                         ("mean_aggr" if reduce == "mean" else "sum_aggr"), x, out,
+                         attrs={"aggr": reduce})
+
+
+def _register_scatter() -> None:
+    try:
+        from asymspec.nn.ops import Aggregate
+
+        handles(Aggregate)(_m_asymspec_aggregate)
+    except Exception:  # pragma: no cover
+        pass
+    try:
+        from torch_geometric.utils import scatter
+
+        handles(scatter)(_f_scatter)
+    except Exception:  # pragma: no cover
+        pass
+
+
+_register_scatter()
