@@ -10,7 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import LowRankMultivariateNormal, Normal, kl_divergence
 
-from asymspec.bayes import ELRGConfig, elrg, expected_calibration_error, prior_logvar
+from asymspec.bayes import (
+    ELRGConfig,
+    elrg,
+    expected_calibration_error,
+    init_means,
+    lowrank_gaussian_kl,
+    prior_logvar,
+)
 from asymspec.errors import UserError
 from asymspec.nn.masked import AsymConv2d, AsymLinear
 from asymspec.seeding import generator
@@ -238,3 +245,25 @@ def test_bad_settings_raise_user_errors(kwargs) -> None:
         elrg(nn.Linear(3, 2), **kwargs)
     with pytest.raises(UserError):
         ELRGConfig(**kwargs)
+
+
+def test_dense_kl_function_matches_torch_distributions() -> None:
+    g = generator("dense-kl")
+    mu = torch.randn(9, generator=g, dtype=torch.float64)
+    lv = torch.randn(9, generator=g, dtype=torch.float64) - 1
+    fac = torch.randn(2, 9, generator=g, dtype=torch.float64)
+    ref, _ = _reference_kl(mu, lv, fac, 0.5, -0.3)
+    assert torch.allclose(lowrank_gaussian_kl(mu, lv, fac, 0.5, -0.3), ref, rtol=1e-9)
+
+
+def test_init_means_redraws_free_entries_only() -> None:
+    lin = _masked_linear(n_in=50, n_out=40, nfix=5)
+    before = lin.effective_weight().detach().clone()
+    init_means(nn.Sequential(lin), "kaiming_normal", seed=1)
+    after = lin.effective_weight().detach()
+    fixed = ~lin.weight_mask
+    assert torch.equal(after[fixed], before[fixed])
+    assert float(after[~fixed].std()) == pytest.approx(math.sqrt(2 / 50), rel=0.1)
+    again = _masked_linear(n_in=50, n_out=40, nfix=5)
+    init_means(nn.Sequential(again), "kaiming_normal", seed=1)
+    assert torch.equal(again.effective_weight(), lin.effective_weight())  # deterministic

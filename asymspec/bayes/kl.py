@@ -32,14 +32,25 @@ def lowrank_gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, factors: torch.T
         alpha: scale of the low-rank part (ELRG: ``1/r``).
         prior_logvar: ``log s`` of the isotropic prior.
     """
-    d = mu.numel()
-    s = math.exp(prior_logvar)
     var = logvar.exp()
-    trace = var.sum() + alpha * factors.pow(2).sum() + mu.pow(2).sum()
-    r = factors.shape[0]
-    inner = torch.eye(r, dtype=mu.dtype, device=mu.device) + alpha * (factors / var) @ factors.T
+    return lowrank_gaussian_kl_from_sums(
+        mu.pow(2).sum(), var.sum(), logvar.sum(), factors.pow(2).sum(),
+        (factors / var) @ factors.T, mu.numel(), alpha, prior_logvar)
+
+
+def lowrank_gaussian_kl_from_sums(sq_mu: torch.Tensor, sum_var: torch.Tensor,
+                                  sum_logvar: torch.Tensor, sq_factors: torch.Tensor,
+                                  gram: torch.Tensor, d: int, alpha: float,
+                                  prior_logvar: float) -> torch.Tensor:
+    """The same KL from its sufficient statistics: ``||mu||^2``, ``sum var``, ``sum log var``,
+    ``||F||_F^2``, ``gram = F diag(var)^-1 F^T`` (``r x r``) and the dimension ``d`` — so a
+    layer can sum over its free entries without gathering them."""
+    s = math.exp(prior_logvar)
+    r = gram.shape[0]
+    inner = torch.eye(r, dtype=gram.dtype, device=gram.device) + alpha * gram
     logdet = torch.linalg.slogdet(inner)[1]
-    return 0.5 * (trace / s - logvar.sum() - logdet + d * prior_logvar - d)
+    trace = sum_var + alpha * sq_factors + sq_mu
+    return 0.5 * (trace / s - sum_logvar - logdet + d * prior_logvar - d)
 
 
 def fan(weight_shape: tuple[int, ...], rule: str) -> int:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from asymspec.bayes.kl import lowrank_gaussian_kl, prior_logvar
+from asymspec.bayes.kl import lowrank_gaussian_kl_from_sums, prior_logvar
 from asymspec.errors import UserError
 
 FACTOR_INITS = ("zero", "scaled")
@@ -211,18 +211,30 @@ class ELRGPosterior(nn.Module):
 
     # -- KL -------------------------------------------------------------------------------
     def kl(self) -> torch.Tensor:
-        """KL of this layer's posterior to ``N(0, sigma_p^2 I)`` over its free entries."""
-        mean = self.mean_weight()
-        mu = [self._free_values(mean)]
-        lv = [self._free_values(self.logvar)]
-        fac = [self.factors.reshape(self.rank, -1) if self.free is None
-               else self.factors[:, self.free]]
+        """KL of this layer's posterior to ``N(0, sigma_p^2 I)`` over its free entries.
+
+        Frozen entries are zeroed rather than gathered (cheaper on large layers): zero factor
+        columns and zero-weighted sums leave exactly the free-entry KL.
+        """
+        free = self.free
+        mean, lv, v = self.mean_weight(), self.logvar, self.factors
+        r = self.rank
+        if free is not None:
+            mean, lv, v = mean * free, lv * free, v * free
+        var = lv.exp() if free is None else lv.exp() * free
+        v = v.reshape(r, -1)
+        scaled = v / lv.exp().reshape(1, -1)
+        gram = scaled @ v.T
+        sq_mu, sum_var, sum_lv = mean.pow(2).sum(), var.sum(), lv.sum()
+        sq_v = v.pow(2).sum()
+        d = self.num_random()
         if self.random_bias:
-            mu.append(self.layer.bias)
-            lv.append(self.bias_logvar)
-            fac.append(self.bias_factors)
-        return lowrank_gaussian_kl(torch.cat(mu), torch.cat(lv), torch.cat(fac, dim=1),
-                                   self.alpha, self.prior_logvar)
+            b, blv, bv = self.layer.bias, self.bias_logvar, self.bias_factors
+            gram = gram + (bv / blv.exp()) @ bv.T
+            sq_mu, sum_var = sq_mu + b.pow(2).sum(), sum_var + blv.exp().sum()
+            sum_lv, sq_v = sum_lv + blv.sum(), sq_v + bv.pow(2).sum()
+        return lowrank_gaussian_kl_from_sums(sq_mu, sum_var, sum_lv, sq_v, gram, d,
+                                             self.alpha, self.prior_logvar)
 
     def extra_repr(self) -> str:
         return (f"{self.kind}, rank={self.rank}, random={self.num_random()}, "

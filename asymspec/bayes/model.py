@@ -76,6 +76,8 @@ class VariationalModel(nn.Module):
         self.sampling = True
         self._generators: dict[str, torch.Generator] = {}
         excluded = set(exclude)
+        if getattr(model, "ir", None) is not None:  # input adaptation reads the model's IR
+            object.__setattr__(self, "ir", model.ir)
         from asymspec.nn.masked import SharedDense
 
         for name, module in model.named_modules():
