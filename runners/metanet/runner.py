@@ -106,6 +106,7 @@ class MetanetRunner(Runner):
         s = self.settings
         out = {k: s[k] for k in ("lr_grid", "epochs", "batch_size", "weight_decay")}
         out.update(s["overrides"].get(model, {}))
+        out["lr_grid"] = list(dict.fromkeys(float(lr) for lr in out["lr_grid"]))
         return out
 
     def remedies(self, variant: str, model: str) -> list[str]:
