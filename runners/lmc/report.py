@@ -59,6 +59,19 @@ def markdown(results: dict[str, Any], experiment: Experiment) -> str:
                      "(the paper's ordering).")
         lines.append("")
     wall = results.get("wall_s", {})
+    lines += ["Appendix A: distance per trainable parameter between the two endpoints "
+              "(‖θa − θb‖₂ / #trainable; before → after alignment) beside the barrier, and the "
+              "endpoints' train / test accuracy (the train / validation gap).", ""]
+    rows = []
+    for entry in v.values():
+        d, raw = entry.get("distance_per_param"), entry.get("distance_per_param_raw")
+        dist = "–" if d is None else (
+            f"{raw['mean']:.3g} → {d['mean']:.3g}" if raw and entry.get("align") != "none"
+            else f"{d['mean']:.3g}")
+        rows.append([entry["label"], dist, pm(entry["barrier"]["test_barrier_mid"]),
+                     pm(entry.get("endpoint_train_acc")), pm(entry["endpoint_test_acc"])])
+    lines += [markdown_table(["variant", "distance / parameter", "test barrier (midpoint)",
+                              "endpoint train acc", "endpoint test acc"], rows), ""]
     lines.append(f"Wall time: training {wall.get('train', 0):.1f} s, alignment + evaluation "
                  f"{wall.get('eval', 0):.1f} s (sum over units).")
     lines += ["", "Per-pair midpoint test barriers:", ""]

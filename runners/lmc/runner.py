@@ -45,6 +45,26 @@ def interpolate_state(state_a: dict[str, torch.Tensor], state_b: dict[str, torch
     return interpolate(state_a, state_b, t)
 
 
+def distance_per_parameter(model: torch.nn.Module, sa: dict[str, torch.Tensor],
+                           sb: dict[str, torch.Tensor]) -> float:
+    """‖θa − θb‖₂ over the trainable parameters divided by their number (Lim et al. App. A's
+    "distance per parameter").  Frozen entries (W-Asym, FiGLU's F, fixed biases) are equal in
+    both networks and not counted; buffers (masks, norm statistics) are not parameters."""
+    from asymspec.paramtable import parameter_table, totals
+
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    sq = sum(float((sa[k].double() - sb[k].double()).pow(2).sum()) for k in names if k in sa)
+    n = totals(parameter_table(model))["trainable"] if hasattr(model, "ir") else \
+        sum(p.numel() for k, p in model.named_parameters() if k in names)
+    return sq ** 0.5 / max(n, 1)
+
+
+def _mean_std_present(values: list[float | None]) -> dict[str, float] | None:
+    """mean ± std over the values present (runs made before a metric existed lack it)."""
+    got = [v for v in values if v is not None]
+    return mean_std(got) if got else None
+
+
 def _has_batchnorm(model: torch.nn.Module) -> bool:
     return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
@@ -108,8 +128,12 @@ class LMCRunner(Runner):
                             self.device)
         loss, acc = evaluate_states(model, [model.state_dict()], test, use_vmap=False,
                                     where=variant, budget_bytes=self.memory_budget())
+        train_eval = eval_batches(task, "train", self.experiment.data["eval"]["batch_size"],
+                                  self.experiment.data["eval"]["train_subset"], self.device)
+        _, train_acc = evaluate_states(model, [model.state_dict()], train_eval, use_vmap=False,
+                                       where=variant, budget_bytes=self.memory_budget())
         return {"train_loss": hist.train_loss[-1], "test_loss": loss[0],
-                "test_acc": acc[0], "steps": hist.steps,
+                "test_acc": acc[0], "train_acc": train_acc[0], "steps": hist.steps,
                 "train_loss_history": hist.train_loss}
 
     # -- stage 2 --------------------------------------------------------------------------
@@ -155,8 +179,11 @@ class LMCRunner(Runner):
         model = self._build(source).to(self.device)
         align_info: dict[str, Any] = {}
         reset = None
+        raw_distance = distance_per_parameter(model, sa, sb)
         if info["align"] != "none":
             sb, align_info, reset = self._align(unit, model, sa, sb, task)
+        align_info["distance_per_param_raw"] = raw_distance
+        align_info["distance_per_param"] = distance_per_parameter(model, sa, sb)
         ts = grid(ev["points"])
         states = [interpolate_state(sa, sb, t) for t in ts]
         if reset is not None:
@@ -214,6 +241,12 @@ class LMCRunner(Runner):
                                       "train_barrier_mid", "train_barrier_max",
                                       "test_acc_drop_mid")},
                 "endpoint_test_acc": mean_std([mm["metrics"]["test_acc"] for mm in members]),
+                "endpoint_train_acc": _mean_std_present([mm["metrics"].get("train_acc")
+                                                         for mm in members]),
+                "distance_per_param": _mean_std_present([p.get("distance_per_param")
+                                                         for p in m]),
+                "distance_per_param_raw": _mean_std_present([p.get("distance_per_param_raw")
+                                                             for p in m]),
                 "endpoint_test_loss": mean_std([mm["metrics"]["test_loss"] for mm in members]),
                 "train_wall_s": round(sum(mm["wall_s"] for mm in members), 2),
                 "eval_wall_s": round(sum(p["wall_s"] for p in pairs), 2),

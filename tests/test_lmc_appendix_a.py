@@ -1,0 +1,31 @@
+"""App. A's distance per parameter between LMC endpoints."""
+
+from __future__ import annotations
+
+import math
+
+from asymspec.compiler import build
+from asymspec.paramtable import parameter_table, totals
+from runners.lmc.runner import distance_per_parameter
+
+OVER = ["model.input_dim=12", "model.widths=[8, 8, 8]", "model.output_dim=3"]
+
+
+def test_distance_per_parameter_counts_trainable_entries_only():
+    model = build("specs/mlp_mnist_wasym.yaml", OVER + ["asymmetry.w_asym.nfix=3",
+                                                        "asymmetry.w_asym.overrides.fc4.nfix=3"])
+    sa = {k: v.clone() for k, v in model.state_dict().items()}
+    assert distance_per_parameter(model, sa, sa) == 0.0
+    sb = {k: v.clone() for k, v in sa.items()}
+    sb["fc1.bias"] += 1.0  # 8 entries moved by 1: distance sqrt(8)
+    n = totals(parameter_table(model))["trainable"]
+    assert n < sum(p.numel() for p in model.parameters())  # frozen entries are not counted
+    assert math.isclose(distance_per_parameter(model, sa, sb), math.sqrt(8) / n)
+
+
+def test_distance_ignores_buffers():
+    model = build("specs/mlp_mnist.yaml", OVER)
+    sa = {k: v.clone() for k, v in model.state_dict().items()}
+    sb = {k: (v + 1 if not k.endswith(("weight", "bias")) and v.is_floating_point() else v)
+          for k, v in sa.items()}
+    assert distance_per_parameter(model, sa, sb) == 0.0
