@@ -13,6 +13,10 @@ their factor entries are multiplied by the mask in every use, so a sampled weigh
 fixed value exactly, for linear and conv layers alike.  (The reference re-indexes the conv
 factors group-major, which leaks variance into frozen conv entries; this does not.)  They are
 also left out of the KL — a point mass has no density — so ``d`` counts free entries only.
+(The reference sums its KL over every entry, frozen ones included, with the raw weight at
+frozen positions — values that never change since their gradient is masked — and zeroed factors
+there: a constant offset in the reported ELBO, with the same gradients apart from the conv
+factor re-indexing.)
 
 The forward noise (added to the layer's deterministic output by a hook) is
 ``sqrt(x^2 * var_w + var_b) * eps`` (local reparameterisation of the diagonal, one draw per

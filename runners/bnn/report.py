@@ -25,6 +25,8 @@ COLUMNS = (("train_loss", "train loss", 3, False), ("test_loss", "test loss", 3,
 def plot(results: dict[str, Any], path: Path) -> Path:
     """One panel per ``panel`` group: mean train NLL per epoch with a min-max band over
     seeds, log scale as in Figure 4."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     variants = results["variants"]
     panels: dict[str, dict[str, Any]] = {}
     for entry in variants.values():
@@ -35,6 +37,10 @@ def plot(results: dict[str, Any], path: Path) -> Path:
         plot_curves(ax, list(range(1, longest + 1)),
                     {label: e["curves"]["train_nll"] for label, e in entries.items()})
         ax.set_yscale("log")
+        plain = FuncFormatter(lambda value, _: f"{value:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("train loss (NLL)")
         ax.set_title(f"{title} — {results['dataset']}", fontsize=9)
