@@ -32,7 +32,7 @@ def render(run_dir: Path, results: dict[str, Any], experiment: Experiment) -> li
                      _pct(s["test_acc"]), paper(f"{100 * ref['test_acc']:.1f}%")
                      if ref else paper(None),
                      pm(s["test_loss"]), fmt(d["l2_per_param"], 5),
-                     paper(ref.get("distance")), d["pairs"]])
+                     paper(ref.get("distance"), 4), d["pairs"]])
     table = markdown_table(
         ["variant", "members", "diverged", "trainable", "train acc", "(paper)", "test acc",
          "(paper)", "test loss", "distance / param", "(paper)", "pairs"], rows)
@@ -43,8 +43,8 @@ def render(run_dir: Path, results: dict[str, Any], experiment: Experiment) -> li
     text = f"""# Model zoo: {title}
 
 Zoo identity `{results['identity'][:16]}…`; data set `{ds.get('name')}` (train subset
-{ds.get('train_subset')}, test subset {ds.get('test_subset')}); {results['members_per_variant']}
-members per variant; device `{results.get('device')}`.  Load it with
+{ds.get('train_subset')}, test subset {ds.get('test_subset')}); device
+`{results.get('device')}`.  Load it with
 `asymspec.zoo.load("{run_dir}")`.
 
 {table}
