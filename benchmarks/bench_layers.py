@@ -262,8 +262,8 @@ def main() -> None:
     if rows:
         worst = min(r[5]["W-Asym"] for r in rows)
         print(f"\nworst W-Asym / dense: {worst:.2f}; worst syre / dense: "
-              f"{min(r[5]['syre'] for r in rows):.2f} (wall-clock upper bounds on a shared "
-              "machine)")
+              f"{min(r[5]['syre'] for r in rows):.2f} (min of N; on a shared machine every "
+              "time is an upper bound)")
 
 
 if __name__ == "__main__":
