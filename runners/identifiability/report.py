@@ -232,7 +232,10 @@ def markdown(results: dict[str, Any], figures: list[Path]) -> str:
         lines += ["## Subspace coherence and anisotropy", "",
                   "ν(U) = max row leverage of the 90 % PCA basis (minimum k/d); anisotropy "
                   "‖S_i − p·I‖₂ averaged over neurons; matrix-Bernstein bound at δ = 0.05 "
-                  "(all δ in results.json). Last checkpoint shown; the figure has all epochs.",
+                  "(all δ in results.json; b = p bounds |d − p| only for p ≥ ½, flagged "
+                  "otherwise). "
+                  "Last checkpoint shown; the figure has all epochs. The reference also records "
+                  "the network output; we analyse the inputs of dense layers only.",
                   "", markdown_table(["kind", "layer", "epoch", "d", "k", "ν", "p",
                                       "anisotropy", "bound δ=.05"], rows), ""]
     lines += ["The paper reports these analyses as figures; our notes hold no numbers from "
