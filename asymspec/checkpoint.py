@@ -42,11 +42,13 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(
-            f"{path}: refused to load: the file holds objects other than tensors and plain "
-            f"values, which asymspec never unpickles (checkpoints are loaded with "
-            f"weights_only=True, so no code in them runs): {first[:300]}") from None
+        detail = _unpickler_detail(str(exc))
+        if "GLOBAL" in detail:
+            raise UserError(
+                f"{path}: refused to load: the file holds objects other than tensors and plain "
+                f"values ({detail[:200]}); asymspec loads checkpoints with weights_only=True, "
+                "so no code in a file ever runs") from None
+        raise UserError(f"{path}: not a torch checkpoint ({detail[:200]})") from None
     except Exception as exc:  # noqa: BLE001 - any other read failure is the file's fault
         raise UserError(f"{path}: not a torch checkpoint ({type(exc).__name__}: "
                         f"{str(exc)[:300]})") from None
@@ -83,6 +85,15 @@ def load(path: str | os.PathLike[str], *, spec: Any = None, strict: bool = True)
         raise UserError(f"{path}: the state_dict does not fit the spec's model: "
                         f"{detail[:400]}") from None
     return model
+
+
+def _unpickler_detail(message: str) -> str:
+    """The specific line of torch's weights-only error (its boilerplate removed)."""
+    boiler = ("Weights only load failed", "Please file an issue", "Check the documentation",
+              "WeightsUnpickler error:")
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(boiler)]
+    return (useful[0] if useful else lines[0] if lines else "unreadable pickle").rstrip(".")
 
 
 def _int_or_none(value: Any) -> int | None:

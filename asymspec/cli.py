@@ -32,6 +32,19 @@ warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*is deprecated"
 EXIT_INTERNAL = 3
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """Spec warnings read like the errors (``warning: file:line:col: field ...``)."""
+    from asymspec.errors import SpecWarning
+
+    if issubclass(category, SpecWarning):
+        return f"warning: {message}\n"
+    return _default_format(message, category, filename, lineno, line)
+
+
+_default_format = warnings.formatwarning
+warnings.formatwarning = _format_warning
+
+
 class _Group(click.Group):
     """Turns :class:`UserError` into a message on stderr and exit code 2, running out of memory
     into exit 2 naming the limits, and any other exception into exit 3 (internal error); loads
@@ -208,7 +221,8 @@ def check_cmd(spec: str, overrides: tuple[str, ...], as_json: bool,
     """Prove SPEC has no parameter symmetries, or list those that remain.
 
     Exit 0: no nontrivial neural-DAG automorphism (or only what `expect:` allows);
-    1: residual symmetries; 2: invalid input.
+    1: residual symmetries; 2: invalid input or a model over the size limits; 3: internal
+    error (a bug).
     """
     from asymspec.check import check_ir
     from asymspec.compiler import compile_ir

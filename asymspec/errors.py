@@ -54,3 +54,9 @@ class SpecError(UserError):
             if self.column is not None:
                 where += f":{self.column}"
         return f"{where}: field '{format_json_path(self.field_path)}': {self.message}"
+
+
+class SpecWarning(UserWarning):
+    """Something in a spec that is probably a mistake but not invalid (e.g. a glob that selects
+    no layer, common when a spec written for a deeper model is reused with ``--set``).  The
+    command line prints it as ``warning: <file>:<line>:<col>: field '...': ...``."""

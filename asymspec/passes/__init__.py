@@ -7,8 +7,10 @@ whose own fixed maps the earlier passes must not touch.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
+from asymspec.errors import SpecWarning
 from asymspec.ir.graph import IRGraph
 from asymspec.passes import fixed_bias, sigma_asym, syre, w_asym
 from asymspec.passes.select import unmatched_globs
@@ -40,8 +42,10 @@ def run_passes(ir: IRGraph, asymmetry: dict | str | None, error) -> IRGraph:
 
 
 def _check_globs(ir: IRGraph, asymmetry: dict, error) -> None:
-    """A ``layers`` or ``overrides`` glob that matches no layer of the model is an error (keys
-    are strict everywhere else; a typo must not silently leave layers symmetric)."""
+    """A ``layers`` or ``overrides`` glob that matches no layer of the model gets a located
+    :class:`~asymspec.errors.SpecWarning` naming it: a typo must not silently leave layers
+    symmetric.  Not an error, because a spec written for a deeper model (``overrides: {fc4:
+    ...}``) is routinely reused with fewer layers (``--set model.widths=[128,128]``)."""
     names = sorted(n for n in ir.g.nodes if ir.node(n)["op"] != "input")
     for method in ORDER:
         cfg = asymmetry.get(method)
@@ -49,8 +53,10 @@ def _check_globs(ir: IRGraph, asymmetry: dict, error) -> None:
             continue
         for path, glob in unmatched_globs(cfg, names):
             shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-            raise error(("asymmetry", method) + path,
-                        f"glob {glob!r} matches no layer of the model (layers: {shown})")
+            where = error(("asymmetry", method) + path,
+                          f"glob {glob!r} matches no layer of the model, so it selects nothing "
+                          f"(layers: {shown})")
+            warnings.warn(SpecWarning(str(where)), stacklevel=3)
 
 
 def sync_shared(ir: IRGraph) -> None:

@@ -2,7 +2,7 @@
 
 Three limits, each configurable through an environment variable (a positive integer):
 
-``ASYMSPEC_MAX_DIM`` (default 16,777,216 = 2**24)
+``ASYMSPEC_MAX_DIM`` (default 4,194,304 = 2**22)
     the largest integer a ``model`` field may hold (a width, a channel count, an input size...).
     Checked on the spec, before anything is expanded, so per-unit bookkeeping stays bounded.
 ``ASYMSPEC_MAX_DEPTH`` (default 10,000)
@@ -47,7 +47,7 @@ class Limit:
                 "to allow it)")
 
 
-MAX_DIM = Limit("ASYMSPEC_MAX_DIM", 2**24, "for any size field")
+MAX_DIM = Limit("ASYMSPEC_MAX_DIM", 2**22, "for any size field")
 MAX_DEPTH = Limit("ASYMSPEC_MAX_DEPTH", 10_000, "layers")
 BYTES_PER_ENTRY = 16  # weight + init + mask + fixed values + noise, with headroom
 
