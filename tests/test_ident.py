@@ -175,6 +175,29 @@ def test_ridge_cost_tends_to_the_exact_cost() -> None:
     assert (big < r + 1e-12).all()  # more regularisation, smaller weights
 
 
+def test_ridge_uses_the_trained_batchnorm_gain() -> None:
+    from asymspec.ident.realization import unit_gains
+
+    ir = _ir("mlp", ["model.norm=batchnorm"])
+    model = asymspec.nn.emit(ir, init_seed=0).eval()
+    bn = model.get_submodule("norm1")
+    with torch.no_grad():
+        bn.running_var.copy_(torch.linspace(0.5, 4.0, bn.num_features))
+        bn.weight.copy_(torch.linspace(1.0, 2.0, bn.num_features))
+    g, what = unit_gains(model, ir, "fc1", "trained")
+    torch.testing.assert_close(g, (bn.weight / (bn.running_var + bn.eps).sqrt()).double())
+    assert "trained BatchNorm 'norm1'" == what
+    g_fresh, what = unit_gains(model, ir, "fc1", "fresh")
+    assert torch.allclose(g_fresh, torch.full_like(g_fresh, (1 + bn.eps) ** -0.5))
+    assert "fresh" in what
+    # a larger gain weighs the fit more: the cost approaches the exact one from below
+    lw, _ = _weights(n=4, d=5, seed=7)
+    cov = torch.eye(5, dtype=torch.float64)
+    small = ridge_costs(cov, lw, torch.full((4,), 0.1, dtype=torch.float64), 1.0, range(4))
+    large = ridge_costs(cov, lw, torch.full((4,), 10.0, dtype=torch.float64), 1.0, range(4))
+    assert (small <= large + 1e-12).all()
+
+
 # ----------------------------------------------------------------------------- coherence / PCA
 def test_coherence_of_identity_and_random_bases() -> None:
     d, k = 64, 8

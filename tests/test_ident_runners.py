@@ -97,6 +97,9 @@ def test_identifiability_spec_errors(tmp_path) -> None:
 
     with pytest.raises(SpecError, match="checkpoint epochs"):
         IdentifiabilityRunner(exp, store=None).check()
+    exp = load_experiment(_write(tmp_path, DIGITS, "b.yaml"), overrides=["pairs=2"])
+    with pytest.raises(SpecError, match="pairs need 4 members"):
+        IdentifiabilityRunner(exp, store=None).check()
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from asymspec import ident
+from asymspec.align import interpolate, weight_matching
 from asymspec.ident.barriers import path_barriers
 from asymspec.ident.effective import (
     effective_state,
@@ -56,8 +57,6 @@ def _path(ctx: Context, ir_plain, sa: dict, sb: dict, variant: str) -> dict[str,
     """Loss / accuracy along the straight path on every split, with barriers."""
     lmc = ctx.data["lmc"]
     ts = grid(lmc["points"])
-    from asymspec.align import interpolate
-
     states = [interpolate(sa, sb, t) for t in ts]
     model = plain_model(ir_plain).to(ctx.device)
     out: dict[str, Any] = {"t": ts}
@@ -112,8 +111,6 @@ def lmc(ctx: Context, variant: str, pair: tuple[int, int], aligned: bool,
                                    objective(s.sim, 0)["optimal"]} for g, s in sims.items()},
                     "similarity": ctx.data["lmc"]["similarity"]}
         else:
-            from asymspec.align import weight_matching
-
             res = weight_matching(ir_p, sa, sb, max_sweeps=ctx.data["lmc"]["max_sweeps"],
                                   seed=seed % (2 ** 31))
             sb_al = {k: v.detach().cpu() for k, v in res.state.items()}

@@ -47,7 +47,7 @@ class IdentifiabilityRunner(Runner):
     def pairs(self) -> list[tuple[int, int]]:
         n = self.experiment.data["models"]
         k = self.experiment.data["pairs"] or n // 2
-        return [(2 * i, 2 * i + 1) for i in range(min(k, n // 2))]
+        return [(2 * i, 2 * i + 1) for i in range(min(k, n // 2))]  # check() rejects k > n // 2
 
     def _epochs(self, variant: str, wanted: list[int] | None, field: str) -> list[int]:
         have = self.checkpoint_epochs(variant)
@@ -73,6 +73,10 @@ class IdentifiabilityRunner(Runner):
             self._epochs(v, [d["realization"]["epoch"] or last], "realization")
             self._epochs(v, d["am_objective"]["epochs"], "am_objective")
             self._epochs(v, d["coherence"]["epochs"], "coherence")
+        if d["pairs"] is not None and d["pairs"] > d["models"] // 2:
+            raise self.experiment.spec.error(("pairs",), f"{d['pairs']} pairs need "
+                                             f"{2 * d['pairs']} members; models is "
+                                             f"{d['models']}")
         if d["realization"]["member"] >= d["models"]:
             raise self.experiment.spec.error(("realization", "member"),
                                              f"only {d['models']} members per variant")
