@@ -147,3 +147,31 @@ def test_coherence_runner_rejects_too_many_copies(tmp_path) -> None:
 
     with pytest.raises(SpecError, match="exceed"):
         CoherenceRunner(exp, store=None).check()
+
+
+@pytest.mark.slow
+def test_identifiability_runner_on_a_resnet(tmp_path) -> None:
+    text = """
+name: ident_resnet
+kind: identifiability
+dataset: {name: digits}
+model_overrides: [model.depth=8, model.width=1, model.in_channels=1, model.input_size=8]
+variants:
+  standard: {model: resnet20.yaml}
+  w_asym: {model: resnet20_wasym.yaml, overrides: [asymmetry.w_asym.overrides.conv1.nfix=4]}
+models: 2
+train: {optimizer: adamw, lr: 0.003, batch_size: 128, epochs: 2}
+recording: {examples: 200, batch_size: 100, max_rows_per_batch: 2000}
+lmc: {points: 3}
+realization: {ridge: {enabled: true, neurons: 4, betas: [0.1]}}
+"""
+    run_dir = run_experiment(str(_write(tmp_path, text)), quiet=True,
+                             runs_dir=tmp_path / "runs")
+    res = json.loads((run_dir / "results.json").read_text())
+    std, wa = res["variants"]["standard"], res["variants"]["w_asym"]
+    assert std["layers"][0] == "conv1" and std["layers"][-1] == "fc"
+    conv = std["realization"]["layers"]["layer1.0.conv1"]
+    assert conv["op"] == "conv2d" and conv["d"] == 16 * 9
+    assert abs(conv["T"]["max"]) < 1e-6
+    assert wa["realization"]["layers"]["layer1.0.conv1"]["T"]["mean"] > 0
+    assert set(std["lmc_aligned"]) == {"activation_matching", "weight_matching"}
