@@ -1,22 +1,28 @@
 """Issue 11, the run store defends itself: damaged units are retrained (checksums), damaged
 run files give located exit-2 errors, one process per run directory (a lock), clean failures
-when data is missing, output permissions."""
+when data is missing, output permissions; and a hypothesis fuzz over damaged run directories
+(``report`` / ``run`` end with exit 0 or 2, never a traceback, within bounded time)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from asymspec.cli import main
 from asymspec.run import run_experiment
 from asymspec.run.store import RunStore
+from tests import test_fuzz_hardening as fuzz
 from tests.test_run import INIT_STATS, _example_runner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,7 +174,7 @@ def test_missing_data_leaves_no_run_directory(tmp_path, monkeypatch):
 
 
 def test_failed_download_removes_the_directories_it_made(tmp_path, monkeypatch):
-    import torchvision
+    import types
 
     import asymspec.data.vision as vision
 
@@ -176,8 +182,10 @@ def test_failed_download_removes_the_directories_it_made(tmp_path, monkeypatch):
         (Path(root) / "FashionMNIST" / "raw").mkdir(parents=True)
         raise OSError("network is unreachable")
 
+    # a stand-in torchvision whose download fails the way an offline one does
+    fake = types.SimpleNamespace(datasets=types.SimpleNamespace(FashionMNIST=offline))
+    monkeypatch.setitem(sys.modules, "torchvision", fake)
     monkeypatch.setattr(vision, "DEBIAN_FASHION_MNIST", tmp_path / "none")
-    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
     monkeypatch.setenv("ASYMSPEC_DOWNLOAD", "1")
     root = tmp_path / "cache" / "asymspec"
     with pytest.raises(Exception, match="download failed"):
@@ -204,3 +212,59 @@ def test_unknown_kind_in_file_is_located(tmp_path):
     (tmp_path / "mlp_mnist.yaml").write_text((ROOT / "specs" / "mlp_mnist.yaml").read_text())
     res = CliRunner().invoke(main, ["run", str(spec), "--runs-dir", str(tmp_path / "runs")])
     assert res.exit_code == 2 and f"{spec}:2:" in res.output and "nokind" in res.output
+
+
+# -- damaged run directories -------------------------------------------------------------------
+
+DAMAGES = ["empty", "truncate", "garbage", "flip", "json", "delete", "non_utf8"]
+
+
+def _damage(path: Path, how: str, draw) -> None:
+    raw = path.read_bytes()
+    if how == "empty":
+        path.write_bytes(b"")
+    elif how == "truncate":
+        path.write_bytes(raw[:draw(st.integers(0, max(len(raw) - 1, 0)))])
+    elif how == "garbage":
+        path.write_bytes(draw(st.binary(max_size=40)))
+    elif how == "flip":
+        if raw:
+            i = draw(st.integers(0, len(raw) - 1))
+            path.write_bytes(raw[:i] + bytes([raw[i] ^ draw(st.integers(1, 255))]) + raw[i + 1:])
+    elif how == "non_utf8":
+        path.write_bytes(b"\xff\xfe" + raw)
+    elif how == "delete":
+        path.unlink()
+    else:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        paths = list(fuzz._paths(data))
+        path_in = draw(st.sampled_from(paths))
+        op = draw(st.sampled_from(["replace", "delete", "insert"]))
+        value = draw(st.one_of(st.integers(-2, 5), st.text(max_size=4), st.none(),
+                               st.lists(st.integers(), max_size=2), st.just({})))
+        path.write_text(json.dumps(fuzz._mutate(data, path_in, op, value)))
+
+
+@fuzz.FUZZ
+@given(data=st.data())
+def test_fuzz_damaged_run_directories(finished, data):
+    d = Path(tempfile.mkdtemp(prefix="fuzzrun"))
+    try:
+        spec = _spec(d)
+        run_dir = d / "runs" / finished.name
+        shutil.copytree(finished, run_dir)
+        files = sorted(p for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock")
+        for _ in range(data.draw(st.integers(1, 2))):
+            target = data.draw(st.sampled_from([p for p in files if p.exists()]))
+            _damage(target, data.draw(st.sampled_from(DAMAGES)), data.draw)
+        res = fuzz._invoke(["report", str(run_dir)])
+        fuzz._assert_documented(res, (0, 2))
+        res = fuzz._invoke(["run", str(spec), "--quiet", "--runs-dir", str(d / "runs")])
+        fuzz._assert_documented(res, (0, 2))
+        if res.exit_code == 0:  # resumed: every unit verifies and the report renders
+            assert fuzz._invoke(["report", str(run_dir)]).exit_code == 0
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
