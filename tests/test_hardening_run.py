@@ -268,3 +268,20 @@ def test_fuzz_damaged_run_directories(finished, data):
             assert fuzz._invoke(["report", str(run_dir)]).exit_code == 0
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_ogbn_arxiv_is_not_downloaded_unless_asked(tmp_path, monkeypatch):
+    import types
+
+    from asymspec.data import graphs
+    from asymspec.errors import UserError
+
+    calls = []
+    fake = types.ModuleType("ogb.nodeproppred")
+    fake.PygNodePropPredDataset = lambda *a, **k: calls.append((a, k))  # would download
+    monkeypatch.setitem(sys.modules, "ogb", types.ModuleType("ogb"))
+    monkeypatch.setitem(sys.modules, "ogb.nodeproppred", fake)
+    monkeypatch.delenv("ASYMSPEC_DOWNLOAD", raising=False)
+    with pytest.raises(UserError, match="nothing is downloaded unless ASYMSPEC_DOWNLOAD=1"):
+        graphs.ogbn_arxiv(tmp_path)
+    assert calls == [] and list(tmp_path.iterdir()) == []

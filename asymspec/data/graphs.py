@@ -82,6 +82,13 @@ def ogbn_arxiv(root: Path) -> GraphData:
             "dataset 'ogbn-arxiv' needs the `ogb` package (pip install ogb) and its files in "
             f"{root / 'ogbn_arxiv'} (set ASYMSPEC_DATA to use another data root); for offline "
             "work use the 'fmnist-knn' graph (the cpu profile of specs/lmc_gnn.yaml)") from None
+    from asymspec.data.vision import _download_allowed
+
+    if not (root / "ogbn_arxiv").is_dir() and not _download_allowed():
+        # ogb would download it silently; nothing downloads unless asked
+        raise UserError(f"dataset 'ogbn-arxiv' not found under {root / 'ogbn_arxiv'} (nothing is "
+                        "downloaded unless ASYMSPEC_DOWNLOAD=1); put ogb's files there or set "
+                        "ASYMSPEC_DATA to a data root that has them")
     try:
         ds = PygNodePropPredDataset("ogbn-arxiv", root=str(root))
     except Exception as exc:
