@@ -23,11 +23,10 @@ from dataclasses import asdict, dataclass
 import torch
 
 from asymspec.ir.graph import IRGraph
+from asymspec.ir.ops import OPS, category
 
 _HOMOGENEOUS = ("relu", "leaky_relu")
 _ODD = ("tanh", "identity")
-_PASSTHROUGH = ("avgpool", "maxpool", "global_avg_pool", "global_max_pool", "flatten",
-                "token_mean", "token_first")
 
 
 @dataclass
@@ -58,17 +57,19 @@ def _any_pinned(edge: dict) -> bool:
     return edge["mask"] is not None and bool(((~edge["mask"]) & (edge["fixed"] != 0)).any())
 
 
-def _downstream_dense(ir: IRGraph, start: str) -> list[dict] | None:
-    """Dense edges reading ``start``'s units through pass-through ops; None if something else
-    (a residual add, attention, a norm, ...) reads them."""
+def _downstream_dense(ir: IRGraph, start: str, odd: bool = False) -> list[dict] | None:
+    """Dense edges reading ``start``'s units through pass-through ops (pooling, flatten, token
+    selection: category ``passthrough`` in :mod:`asymspec.ir.ops`); None if something else
+    (a residual add, attention, a norm, ...) reads them.  ``odd``: a sign flip must pass too,
+    so only ops linear in each unit qualify (max pooling is not odd)."""
     out = []
     for c in ir.consumers(start):
         node = ir.node(c)
         e = ir.edge(start, c)
         if e["kind"] == "dense":
             out.append(e)
-        elif node["op"] in _PASSTHROUGH:
-            sub = _downstream_dense(ir, c)
+        elif category(node["op"]) == "passthrough" and (OPS[node["op"]].linear or not odd):
+            sub = _downstream_dense(ir, c, odd)
             if sub is None:
                 return None
             out.extend(sub)
@@ -81,7 +82,7 @@ def continuous_symmetries(ir: IRGraph) -> list[ContinuousSymmetry]:
     found: list[ContinuousSymmetry] = []
     for name in ir.topo_order():
         node = ir.node(name)
-        if node["op"] not in ("linear", "conv2d") or node["added_by"] or node["role"] == "output":
+        if category(node["op"]) != "dense" or node["added_by"] or node["role"] == "output":
             continue
         _, edge = ir.dense_edge(name)
         pinned = _rows_pinned(edge) or isinstance(node["bias"], torch.Tensor)
@@ -103,7 +104,7 @@ def continuous_symmetries(ir: IRGraph) -> list[ContinuousSymmetry]:
             found.append(_rule(name, "ln-scale", joint_pinned,
                                "LayerNorm after the layer (joint scale of all units)"))
         elif c["op"] == "activation" and c["attrs"]["fn"] in _HOMOGENEOUS + _ODD:
-            down = _downstream_dense(ir, consumers[0])
+            down = _downstream_dense(ir, consumers[0], odd=c["attrs"]["fn"] not in _HOMOGENEOUS)
             if not down:
                 continue
             out_pinned = any(_any_pinned(e) for e in down)

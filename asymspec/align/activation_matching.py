@@ -183,7 +183,7 @@ def activation_matching(ir: IRGraph, model_a: nn.Module, model_b: nn.Module,
             continue
         sims = [np.mean([stats[n].similarity(method) for n in rep[g] if n in seen], axis=0)
                 for g in unit]
-        if len(unit) == 1:
+        if spec.groups[unit[0]].kind != "heads":
             new = [lap(sims[0])]
         else:
             new = solve_heads(sims, spec.groups[unit[0]].heads)

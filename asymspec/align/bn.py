@@ -23,8 +23,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from asymspec.align.activation_matching import as_samples
 from asymspec.errors import UserError
-
-_NORMS = ("batchnorm", "layernorm", "groupnorm")
+from asymspec.ir.ops import category
 
 
 def _as_tuple(batch) -> tuple:
@@ -69,14 +68,14 @@ def _targets(model: nn.Module) -> list[str]:
             continue
         w = getattr(mod, "weight", None)
         b = getattr(mod, "bias", None)
-        if node["op"] in _NORMS:
+        if category(node["op"]) == "norm":
             if isinstance(w, nn.Parameter) and isinstance(b, nn.Parameter):
                 out.append(name)
-        elif node["op"] in ("linear", "conv2d") and isinstance(b, nn.Parameter) \
+        elif category(node["op"]) == "dense" and isinstance(b, nn.Parameter) \
                 and isinstance(w, nn.Parameter):
             _, e = ir.dense_edge(name)
             plain = e["mask"] is None and e["fixed"] is None and e["offset"] is None
-            feeds_norm = any(ir.node(c)["op"] in _NORMS for c in ir.consumers(name))
+            feeds_norm = any(category(ir.node(c)["op"]) == "norm" for c in ir.consumers(name))
             if plain and not feeds_norm:
                 out.append(name)
     return out

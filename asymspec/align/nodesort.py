@@ -126,7 +126,7 @@ def canonicalize(ir: IRGraph, state: Mapping[str, torch.Tensor]
     inv: dict[str, np.ndarray] = {}
     for unit in group_units(spec):
         keys = [sorter.keys(g, inv) for g in unit]
-        if len(unit) == 1:
+        if spec.groups[unit[0]].kind != "heads":
             inv[unit[0]] = lex_order(keys[0])
         else:
             for g, order in zip(unit, _heads_order(keys, spec.groups[unit[0]].heads)):

@@ -23,7 +23,7 @@ from scipy.optimize import linear_sum_assignment
 
 from asymspec.errors import UserError
 from asymspec.ir.graph import IRGraph
-from asymspec.ir.permgroups import PermSpec, perm_spec
+from asymspec.ir.permgroups import PermSpec, head_classes, perm_spec
 from asymspec.ir.permute import permute_state_dict, tensor_axes
 
 # state-dict leaves that are statistics or frozen constants: permuted, but not matched on
@@ -78,20 +78,9 @@ def solve_heads(costs: list[np.ndarray], heads: int) -> list[np.ndarray]:
 
 
 def group_units(spec: PermSpec) -> list[tuple[str, ...]]:
-    """Coordinates of the descent: a free group, or a pair of head-partner groups."""
-    units: list[tuple[str, ...]] = []
-    seen: set[str] = set()
-    for g in spec.free_groups:
-        if g.name in seen:
-            continue
-        if g.kind == "heads" and g.head_partner and g.head_partner in spec.groups \
-                and spec.groups[g.head_partner].kind == "heads":
-            units.append((g.name, g.head_partner))
-            seen.update((g.name, g.head_partner))
-        else:
-            units.append((g.name,))
-            seen.add(g.name)
-    return units
+    """Coordinates of the descent: a free group, or a class of head-partner groups sharing one
+    head / block order (attention q-k and v groups, the two sides of grouped convolutions)."""
+    return head_classes(spec)
 
 
 def matched_leaf(key: str) -> bool:
@@ -287,7 +276,7 @@ def _topological_start(prob: MatchingProblem) -> dict[str, np.ndarray]:
         gathers = prob.gathers(inv)
         costs = [prob.cost(g, gathers, done) for g in unit]
         costs = [c if np.any(c) else prob.cost(g, gathers) for c, g in zip(costs, unit)]
-        if len(unit) == 1:
+        if prob.spec.groups[unit[0]].kind != "heads":
             inv[unit[0]] = lap(costs[0])
         else:
             for g, p in zip(unit, solve_heads(costs, prob.spec.groups[unit[0]].heads)):
@@ -305,7 +294,7 @@ def _descend(prob: MatchingProblem, inv: dict[str, np.ndarray], rng: np.random.G
             unit = prob.units[u]
             gathers = prob.gathers(inv)
             costs = [prob.cost(g, gathers) for g in unit]
-            if len(unit) == 1:
+            if prob.spec.groups[unit[0]].kind != "heads":
                 new = [lap(costs[0])]
             else:
                 new = solve_heads(costs, prob.spec.groups[unit[0]].heads)
@@ -343,7 +332,7 @@ def weight_matching(ir: IRGraph, state_a: Mapping[str, torch.Tensor],
             start = {}
             for unit in prob.units:
                 g0 = prob.spec.groups[unit[0]]
-                if len(unit) == 2:
+                if g0.kind == "heads":
                     heads = g0.heads
                     order = rng.permutation(heads)
                     for g in unit:

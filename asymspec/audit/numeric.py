@@ -83,25 +83,6 @@ def _axis_nodes(axes) -> set[str]:
     return out
 
 
-def permute_grouped(w: torch.Tensor, out_node: str, in_node: str, groups: int,
-                    perms: dict[str, np.ndarray]) -> torch.Tensor:
-    """Permute a grouped conv weight ``(out, in / groups, *k)``: expand it to the dense
-    block-diagonal ``(out, in, *k)``, permute both axes, compress back."""
-    out, cin = w.shape[0], w.shape[1]
-    n_in = cin * groups
-    cout = out // groups
-    rows = torch.arange(out)
-    cols = (rows // cout)[:, None] * cin + torch.arange(cin)[None, :]
-    dense = w.new_zeros((out, n_in) + tuple(w.shape[2:]))
-    dense[rows[:, None], cols] = w
-    p_out = perms.get(out_node, np.arange(out))
-    p_in = perms.get(in_node, np.arange(n_in))
-    inv_out = torch.as_tensor(np.argsort(p_out), dtype=torch.long)
-    inv_in = torch.as_tensor(np.argsort(p_in), dtype=torch.long)
-    dense = dense.index_select(0, inv_out).index_select(1, inv_in)
-    return dense[rows[:, None], cols]
-
-
 class _Unappliable(Exception):
     """A generator could not be applied to the parameters (wrong sizes, ...)."""
 
@@ -217,11 +198,8 @@ def check_generators(module: nn.Module, ir: IRGraph, generators: list[dict[str, 
             if key in base and _conflicts(ir, uses[key], gen):
                 return False
         keys = set().union(*[touched.get(n, set()) for n in gen]) if gen else set()
-        sub = {k: base[k] for k in keys if k not in grouped}
         moved = dict(base)
-        moved.update(permute_state_dict(ir, sub, gen))
-        for k in keys & grouped.keys():
-            moved[k] = permute_grouped(base[k], *grouped[k], gen)
+        moved.update(permute_state_dict(ir, {k: base[k] for k in keys}, gen))
         out = run(moved)
         err = max([0.0] + [float((o - r).abs().max()) for o, r in zip(out, ref) if o.numel()])
         worst = max(worst, err / scale)

@@ -8,7 +8,7 @@ in :mod:`asymspec.ir.units`), permutation specs for alignment, and the audit.
 
 Node attributes (all plain Python / torch values):
 
-``op``        operation name, a key of :data:`asymspec.nn.ops.OP_MODULES`
+``op``        operation name, a key of :data:`asymspec.ir.ops.OPS` (its category, emitter, layout)
 ``inputs``    ordered list of input node names (order matters for concat, mul, attention)
 ``size``      number of units (the channel / feature dimension); 0 for non-feature inputs
 ``shape``     per-sample shape: ``(F,)`` vector, ``(C, H, W)`` image, ``(T, F)`` tokens
@@ -212,6 +212,28 @@ class IRGraph:
         if d["offset"] is not None:
             w = w + d["offset"].to(w.device, w.dtype)
         return w
+
+    def lint(self) -> None:
+        """Check every node against the op vocabulary (:mod:`asymspec.ir.ops`) and the graph's
+        structure: known op, inputs that exist and match the in-edges, a dense edge for every
+        ``dense`` op, ties between existing equal-size nodes.  Raises ``ValueError``."""
+        from asymspec.ir.ops import OPS
+
+        for n, d in self.g.nodes(data=True):
+            if d["op"] not in OPS:
+                raise ValueError(f"IR node {n!r}: unknown op {d['op']!r}")
+            missing = [u for u in d["inputs"] if u not in self.g]
+            if missing:
+                raise ValueError(f"IR node {n!r}: inputs {missing} do not exist")
+            if set(d["inputs"]) != set(self.g.predecessors(n)):
+                raise ValueError(f"IR node {n!r}: inputs {d['inputs']} differ from its in-edges "
+                                 f"{sorted(self.g.predecessors(n))}")
+            if OPS[d["op"]].category == "dense" and self.dense_edge(n) is None:
+                raise ValueError(f"IR node {n!r}: {d['op']} without a dense input edge")
+        for a, b in self.ties():
+            if a not in self.g or b not in self.g or \
+                    self.node(a)["size"] != self.node(b)["size"]:
+                raise ValueError(f"tie between {a!r} and {b!r}: missing node or sizes differ")
 
     def __repr__(self) -> str:
         return (

@@ -128,7 +128,10 @@ def _is_full_identity(ir: IRGraph, src: str, dst: str, e: dict) -> bool:
 
 def perm_spec(ir: IRGraph, state_keys: list[str] | None = None) -> PermSpec:
     """Derive the permutation spec of ``ir`` (``state_keys``: fill ``axes`` for these keys)."""
-    order = [n for n in ir.topo_order() if ir.node(n)["size"] > 0]
+    # group_tag nodes are the verifier's encoding of grouped convolutions, not units of the
+    # network: the block structure they impose is expressed below as "heads" groups
+    order = [n for n in ir.topo_order() if ir.node(n)["size"] > 0
+             and ir.node(n)["op"] != "group_tag"]
     sizes = set(order)
     uf = UnionFind(order)
     derived = []
@@ -186,6 +189,7 @@ def perm_spec(ir: IRGraph, state_keys: list[str] | None = None) -> PermSpec:
         if gq.kind == "fixed" or gv.kind == "fixed":
             gq.kind = gv.kind = "fixed"
             gq.reason = gv.reason = gq.reason or gv.reason
+    _grouped_convs(ir, groups, node_group)
     # a fixed group containing a derived node pins the groups feeding that node (their units
     # are copied into it); propagate until nothing changes
     changed = True
@@ -212,13 +216,77 @@ def perm_spec(ir: IRGraph, state_keys: list[str] | None = None) -> PermSpec:
     return spec
 
 
+def _grouped_convs(ir: IRGraph, groups: dict[str, PermGroup], node_group: dict[str, str]
+                   ) -> None:
+    """A grouped convolution (``groups`` blocks; the audit's ``group_tag`` nodes) lets a
+    permutation move its input and output channels only in whole blocks, with one block order
+    on both sides, and freely within blocks: both sides become ``heads`` groups linked by
+    ``head_partner`` (chains of grouped convolutions form one class sharing the block order)."""
+    for t in ir.g:
+        nd = ir.node(t)
+        if nd["op"] != "group_tag" or nd["inputs"]:
+            continue  # the per-conv source of block ids has no inputs
+        blocks = nd["size"]
+        sides = [ir.node(c)["inputs"][0] for c in ir.consumers(t)]
+        gs = [groups.get(node_group.get(n, "")) for n in sides]
+        if any(g is None for g in gs):
+            continue
+        a, b = gs[0], gs[-1]
+        why = ""
+        if a.kind == "fixed" or b.kind == "fixed":
+            why = f"grouped convolution '{t.rpartition('.')[0]}' next to a fixed group"
+        elif any(g.kind == "heads" and g.heads != blocks for g in (a, b)):
+            why = f"grouped convolution '{t.rpartition('.')[0]}' with another block count"
+        elif a is not b and a.head_partner and b.head_partner:
+            why = f"grouped convolution '{t.rpartition('.')[0]}' joins two block classes"
+        if why:
+            for g in (a, b):
+                if g.kind != "fixed":
+                    g.kind, g.reason = "fixed", why
+            continue
+        for g in (a, b):
+            g.kind, g.heads = "heads", blocks
+        if a is not b:
+            if not a.head_partner:
+                a.head_partner = b.name
+            else:
+                b.head_partner = a.name
+    # one block order per class: a class with a fixed member is fixed as a whole
+    changed = True
+    while changed:
+        changed = False
+        for g in groups.values():
+            p = groups.get(g.head_partner or "")
+            if p is None or (g.kind == "fixed") == (p.kind == "fixed"):
+                continue
+            free, fixed = (g, p) if p.kind == "fixed" else (p, g)
+            free.kind, free.reason = "fixed", f"shares its block order with '{fixed.name}' " \
+                f"({fixed.reason})"
+            changed = True
+
+
+def head_classes(spec: PermSpec) -> list[tuple[str, ...]]:
+    """Free groups that must share one head / block order (linked by ``head_partner``), each
+    class in group order; other free groups are singletons."""
+    free = [g.name for g in spec.free_groups]
+    uf = UnionFind(free)
+    for g in spec.free_groups:
+        if g.kind == "heads" and g.head_partner in uf.parents:
+            uf.union(g.name, g.head_partner)
+    classes: dict[str, list[str]] = {}
+    for n in free:
+        classes.setdefault(uf[n], []).append(n)
+    return [tuple(c) for c in classes.values()]
+
+
 def random_group_perms(spec: PermSpec, gen: torch.Generator) -> dict[str, np.ndarray]:
     """A random permutation for every non-fixed group, respecting head structure."""
     out: dict[str, np.ndarray] = {}
     head_orders: dict[frozenset, np.ndarray] = {}
+    cls = {n: frozenset(c) for c in head_classes(spec) for n in c}
     for g in spec.free_groups:
         if g.kind == "heads":
-            pair = frozenset((g.name, g.head_partner))
+            pair = cls[g.name]
             if pair not in head_orders:
                 head_orders[pair] = torch.randperm(g.heads, generator=gen).numpy()
             dh = g.size // g.heads

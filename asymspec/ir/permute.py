@@ -14,9 +14,7 @@ import numpy as np
 import torch
 
 from asymspec.ir.graph import IRGraph
-
-_WEIGHT_LEAVES = ("weight", "weight_mask", "weight_fixed", "weight_offset")
-_UNIT_LEAVES = ("bias", "weight", "running_mean", "running_var")
+from asymspec.ir.ops import OPS
 
 
 def tensor_axes(ir: IRGraph, key: str) -> tuple[str | None | tuple[str, ...], ...] | None:
@@ -31,15 +29,13 @@ def tensor_axes(ir: IRGraph, key: str) -> tuple[str | None | tuple[str, ...], ..
     prefix, _, leaf = key.rpartition(".")
     if prefix not in ir.g:
         return None
-    node = ir.node(prefix)
-    op = node["op"]
-    if op in ("linear", "conv2d"):
-        src, _ = ir.dense_edge(prefix)
-        if leaf in _WEIGHT_LEAVES:
-            return (prefix, src) + ((None, None) if op == "conv2d" else ())
-        if leaf == "bias":
-            return (prefix,)
-    if op in ("layernorm", "batchnorm", "groupnorm") and leaf in _UNIT_LEAVES:
+    op = OPS.get(ir.node(prefix)["op"])
+    if op is None:
+        return ()
+    if leaf in op.weight_leaves:  # laid out like a dense weight: (out, in, *kernel)
+        src, e = ir.dense_edge(prefix)
+        return (prefix, src) + (None,) * (len(e["weight_shape"]) - 2)
+    if leaf in op.unit_leaves:
         return (prefix,)
     return ()
 
@@ -50,12 +46,18 @@ def permute_state_dict(
     """Apply unit permutations to a state dict.
 
     ``perms[node][u]`` is the new position of unit ``u`` of ``node`` (nodes not listed stay).
-    A tensor axis permuted by node ``n`` is rearranged so ``new[perm[u]] = old[u]``.
+    A tensor axis permuted by node ``n`` is rearranged so ``new[perm[u]] = old[u]``.  A grouped
+    convolution's weight (graph attribute ``grouped_tensors``: key -> (output node, input node,
+    groups)) is permuted through its dense block-diagonal form (:func:`permute_grouped`).
     """
     inverse = {n: torch.as_tensor(np.argsort(np.asarray(p)), dtype=torch.long)
                for n, p in perms.items()}
+    grouped = ir.g.graph.get("grouped_tensors", {})
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
+        if key in grouped:  # grouped conv weight: inputs indexed within the output's group
+            out[key] = permute_grouped(value, *grouped[key], perms)
+            continue
         axes = tensor_axes(ir, key)
         t = value
         for dim, node in enumerate(axes or ()):
@@ -75,3 +77,22 @@ def permute_state_dict(
                 t = t.index_select(dim, inverse[node].to(t.device))
         out[key] = t
     return out
+
+
+def permute_grouped(w: torch.Tensor, out_node: str, in_node: str, groups: int,
+                    perms: dict[str, np.ndarray]) -> torch.Tensor:
+    """Permute a grouped conv weight ``(out, in / groups, *k)``: expand it to the dense
+    block-diagonal ``(out, in, *k)``, permute both axes, compress back."""
+    out, cin = w.shape[0], w.shape[1]
+    n_in = cin * groups
+    cout = out // groups
+    rows = torch.arange(out)
+    cols = (rows // cout)[:, None] * cin + torch.arange(cin)[None, :]
+    dense = w.new_zeros((out, n_in) + tuple(w.shape[2:]))
+    dense[rows[:, None], cols] = w
+    p_out = perms.get(out_node, np.arange(out))
+    p_in = perms.get(in_node, np.arange(n_in))
+    inv_out = torch.as_tensor(np.argsort(p_out), dtype=torch.long)
+    inv_in = torch.as_tensor(np.argsort(p_in), dtype=torch.long)
+    dense = dense.index_select(0, inv_out).index_select(1, inv_in)
+    return dense[rows[:, None], cols]

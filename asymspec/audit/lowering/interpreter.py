@@ -594,6 +594,9 @@ def _finish(L: Lowerer, out_low, inputs_low, inputs_real) -> Lowered:
         L.tensor_axes.setdefault(c, ())
         L.tensor_axes[k] = L.tensor_axes[c]
     L.ir.g.graph["tied_keys"] = {k: L.key(k) for k in sorted(state) if L.key(k) != k}
+    for k, c in L.ir.g.graph["tied_keys"].items():
+        if c in L.grouped:
+            L.grouped[k] = L.grouped[c]
     L.ir.g.graph["tensor_uses"] = {k: list(u) for k, u in L.tensor_uses.items() if len(u) > 1}
     L.ir.g.graph["tensor_axes"] = L.tensor_axes
     L.ir.g.graph["constant_keys"] = sorted(L.constant_keys)
