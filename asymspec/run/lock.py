@@ -39,12 +39,15 @@ class RunDirectoryBusy(UserError):
 
 def acquire(root: str | os.PathLike[str]) -> Path:
     """Lock run directory ``root`` for this process; raises :class:`RunDirectoryBusy`."""
-    import fcntl
-
     root = Path(root).resolve()
     held = _HELD.get(root)
     if held is not None:
         held[1] += 1
+        return root
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): runs are not protected from each other there
+        _HELD[root] = [-1, 1]
         return root
     root.mkdir(parents=True, exist_ok=True)
     path = root / LOCK_NAME
@@ -72,8 +75,6 @@ def acquire(root: str | os.PathLike[str]) -> Path:
 
 def release(root: str | os.PathLike[str]) -> None:
     """Undo one :func:`acquire` of ``root`` by this process (the last one unlocks)."""
-    import fcntl
-
     root = Path(root).resolve()
     held = _HELD.get(root)
     if held is None:
@@ -83,6 +84,10 @@ def release(root: str | os.PathLike[str]) -> None:
         return
     del _HELD[root]
     fd = held[0]
+    if fd < 0:
+        return
+    import fcntl
+
     try:
         os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)

@@ -97,12 +97,22 @@ def _json_type(t: type) -> str:
             bool: "boolean", type(None): "null"}.get(t, t.__name__)
 
 
+_DIGESTS: dict[tuple, str] = {}  # (path, inode, size, mtime_ns) -> SHA-256, this process only
+
+
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """SHA-256 of a file; remembered per (path, inode, size, mtime) so repeated verification of
+    unchanged files (``is_done`` per stage, runners polling units) reads them once."""
+    st = os.stat(path)
+    key = (os.fspath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        digest = _DIGESTS[key] = h.hexdigest()
+    return digest
 
 
 def _record_digest(record: dict[str, Any]) -> str:
