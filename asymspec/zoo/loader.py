@@ -29,7 +29,7 @@ class Zoo:
         self._specs = {k: load_spec(v) for k, v in config["variants"].items()}
         self._members: dict[str, list[dict[str, Any]]] = {}
         self._models: dict[str, torch.nn.Module] = {}
-        self._shard_tensors: dict[Path, dict[str, torch.Tensor]] = {}
+        self._layouts: dict[str, Any] = {}
         for variant in self._specs:
             self._members[variant] = self._read_members(variant, allow_partial)
 
@@ -66,22 +66,34 @@ class Zoo:
         return self._models[variant]
 
     # -- tensors ----------------------------------------------------------------------
+    def _by_shard(self, chosen: list[dict[str, Any]]):
+        """Yield ``(positions in chosen, shard tensors indexed to those members)`` one shard at
+        a time, so memory holds the result plus one shard, never the whole zoo twice."""
+        groups: dict[Path, list[int]] = {}
+        for pos, m in enumerate(chosen):
+            groups.setdefault(m["_shard_dir"], []).append(pos)
+        for directory, positions in groups.items():
+            tensors = store.read_shard_tensors(directory)
+            offsets = torch.tensor([chosen[p]["offset"] for p in positions])
+            yield torch.tensor(positions), {k: t[offsets] for k, t in tensors.items()}
+
     def state(self, variant: str, ids: list[str] | None = None,
               include_diverged: bool = False) -> dict[str, torch.Tensor]:
         """θT stacked ``(M, ...)`` for ``ids`` (default: all non-diverged members, in index
         order), every ``state_dict`` key of the emitted model."""
         chosen = self._select(variant, ids, include_diverged)
-        params: dict[str, list[torch.Tensor]] = {}
-        for m in chosen:
-            tensors = self._tensors(m["_shard_dir"])
-            for key, t in tensors.items():
-                params.setdefault(key, []).append(t[m["offset"]])
+        n = len(chosen)
         out = {}
-        for key, buf in self.model(variant).state_dict().items():
+        sd = self.model(variant).state_dict()
+        params = set(self._layout(variant).keys)
+        for key, buf in sd.items():
             if key in params:
-                out[key] = torch.stack(params[key])
+                out[key] = torch.empty((n, *buf.shape), dtype=buf.dtype)
             else:
-                out[key] = buf.detach().unsqueeze(0).expand(len(chosen), *buf.shape)
+                out[key] = buf.detach().unsqueeze(0).expand(n, *buf.shape)
+        for positions, tensors in self._by_shard(chosen):
+            for key, t in tensors.items():
+                out[key][positions] = t.to(out[key].dtype)
         return out
 
     def initial_state(self, variant: str, ids: list[str] | None = None,
@@ -98,11 +110,10 @@ class Zoo:
 
     def verify_initial(self, variant: str, ids: list[str] | None = None) -> bool:
         """True when every rebuilt θ0 has the SHA-256 recorded at training time."""
-        from asymspec.zoo.layout import ParamLayout
         from asymspec.zoo.train import state_sha256
 
         chosen = self._select(variant, ids, True)
-        layout = ParamLayout.of(self.model(variant))
+        layout = self._layout(variant)
         init = self.initial_state(variant, [m["id"] for m in chosen], True)
         flat = layout.from_states({k: init[k] for k in layout.keys})
         return all(state_sha256(row) == m["init_sha256"] for row, m in zip(flat, chosen))
@@ -112,19 +123,23 @@ class Zoo:
 
     def flat(self, variant: str, ids: list[str] | None = None, trainable_only: bool = True,
              include_diverged: bool = False) -> tuple[torch.Tensor, list[str]]:
-        """``(M, D)`` parameter rows (``state_dict`` order; buffers never included) and ids."""
+        """``(M, D)`` parameter rows (``state_dict`` order; buffers never included) and ids.
+        Built shard by shard: peak memory is the result plus one shard."""
         chosen = self._select(variant, ids, include_diverged)
-        state = self.state(variant, [m["id"] for m in chosen], True)
-        masks = self.trainable_mask(variant)
-        params = dict(self.model(variant).named_parameters())
-        cols = []
-        for key, value in state.items():
-            if key not in params:
-                continue
-            rows = value.reshape(len(chosen), -1)
-            cols.append(rows[:, masks[key].reshape(-1)] if trainable_only else rows)
-        flat = torch.cat(cols, 1) if cols else torch.zeros(len(chosen), 0)
-        return flat, [m["id"] for m in chosen]
+        layout = self._layout(variant)
+        keep = layout.trainable if trainable_only else torch.ones(layout.numel, dtype=torch.bool)
+        out = torch.empty(len(chosen), int(keep.sum()))
+        for positions, tensors in self._by_shard(chosen):
+            rows = layout.from_states(tensors)
+            out[positions] = rows[:, keep] if trainable_only else rows
+        return out, [m["id"] for m in chosen]
+
+    def _layout(self, variant: str):
+        from asymspec.zoo.layout import ParamLayout
+
+        if variant not in self._layouts:
+            self._layouts[variant] = ParamLayout.of(self.model(self._check(variant)))
+        return self._layouts[variant]
 
     # -- internals --------------------------------------------------------------------
     def _check(self, variant: str) -> str:
@@ -143,11 +158,6 @@ class Zoo:
             raise UserError(f"zoo {self.root}, variant {variant!r}: no member(s) "
                             f"{', '.join(map(str, missing[:5]))}")
         return [by_id[i] for i in ids]
-
-    def _tensors(self, directory: Path) -> dict[str, torch.Tensor]:
-        if directory not in self._shard_tensors:
-            self._shard_tensors[directory] = store.read_shard_tensors(directory)
-        return self._shard_tensors[directory]
 
     def _read_members(self, variant: str, allow_partial: bool) -> list[dict[str, Any]]:
         from asymspec.zoo.plan import shard_ranges
