@@ -267,3 +267,21 @@ def test_init_means_redraws_free_entries_only() -> None:
     again = _masked_linear(n_in=50, n_out=40, nfix=5)
     init_means(nn.Sequential(again), "kaiming_normal", seed=1)
     assert torch.equal(again.effective_weight(), lin.effective_weight())  # deterministic
+
+
+def test_state_dict_round_trip_and_detach() -> None:
+    torch.manual_seed(0)
+
+    def make():
+        return nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 4))
+
+    a = elrg(make(), rank=2, conv_factor_init="scaled", seed=1)
+    b = elrg(make(), rank=2, conv_factor_init="scaled", seed=2)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(5, 1, 6, 6)
+    assert torch.equal(a.manual_seed(3).predict(x, 4), b.manual_seed(3).predict(x, 4))
+    with pytest.raises(UserError):
+        elrg(a.model)  # its layers already carry noise hooks
+    plain = a.detach()
+    assert torch.equal(plain(x), plain(x))  # no noise left
+    elrg(plain)  # and it can be wrapped again

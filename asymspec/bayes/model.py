@@ -75,6 +75,7 @@ class VariationalModel(nn.Module):
         self.posteriors = nn.ModuleDict()
         self.sampling = True
         self._generators: dict[str, torch.Generator] = {}
+        self._handles: list = []
         excluded = set(exclude)
         if getattr(model, "ir", None) is not None:  # input adaptation reads the model's IR
             object.__setattr__(self, "ir", model.ir)
@@ -86,18 +87,28 @@ class VariationalModel(nn.Module):
                                 "give one weight two independent noise draws (unsupported)")
             if name in excluded or not _is_dense(module):
                 continue
+            if any(isinstance(h, _NoiseHook) for h in module._forward_hooks.values()):
+                raise UserError(f"layer {name!r} is already part of a variational model; "
+                                "call .detach() on that one first")
             gen = generator(config.seed, "elrg-factors", name)
             post = ELRGPosterior(module, config, gen)
             if post.num_random() == 0:  # a frozen layer (e.g. FiGLU's F): nothing is random
                 continue
             key = name.replace(".", "/")
             self.posteriors[key] = post
-            module.register_forward_hook(_NoiseHook(self, key))
+            self._handles.append(module.register_forward_hook(_NoiseHook(self, key)))
         if not len(self.posteriors):
             raise UserError("elrg(): the model has no Linear/Conv2d layer with trainable weights")
 
     def forward(self, *args, **kwargs):
         return self.model(*args, **kwargs)
+
+    def detach(self) -> nn.Module:
+        """Remove the noise hooks and return the wrapped model (its weights = the means)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        return self.model
 
     # -- noise ----------------------------------------------------------------------------
     def manual_seed(self, seed: int) -> VariationalModel:
