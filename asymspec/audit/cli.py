@@ -1,9 +1,11 @@
 """``asymspec audit`` and ``asymspec perm-spec``: the audit on the command line.
 
-TARGET is ``package.module:attr`` or ``path/to/file.py:attr`` (a module class or a zero-argument
-factory, called with no arguments), an ``nn.Module`` instance attribute, or a checkpoint written by
-``asymspec compile`` (``.pt``; the model is rebuilt from ``--spec`` or the spec stored in the
-checkpoint, its state_dict loaded, and the *module* audited by tracing).
+TARGET is ``package.module:attr`` or ``path/to/file.py:attr`` (a module class or a factory, called
+with no arguments, or built from ``--config k=v,...`` / ``--config-json file``: a transformers
+class such as ``transformers:GPT2LMHeadModel`` from its config with random weights, anything else
+called with the settings as keyword arguments), an ``nn.Module`` instance attribute, or a
+checkpoint written by ``asymspec compile`` (``.pt``; the model is rebuilt from ``--spec`` or the
+spec stored in the checkpoint, its state_dict loaded, and the *module* audited by tracing).
 
 Exit codes (as ``check``): 0 asymmetric; 1 symmetric, or unknown (unsupported ops, listed by name
 and location); 2 invalid input; 3 a reported symmetry failed the numerical check or could not be
@@ -84,7 +86,64 @@ def _load_checkpoint(target: str, spec: str | None, overrides):
     return model, example_inputs(model.ir, batch=4, seed=0)
 
 
-def _resolve(target: str, input_shapes, spec, overrides):
+def _parse_config(text: str | None, json_path: str | None) -> dict:
+    """``--config k=v,k=v`` (values read as YAML scalars: 2, 0.1, true, gelu) merged over
+    ``--config-json file`` (a JSON object)."""
+    import yaml
+
+    out: dict = {}
+    if json_path:
+        try:
+            out.update(json.loads(Path(json_path).read_text()))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--config-json '{json_path}': cannot read a JSON object: {exc}") \
+                from None
+        if not isinstance(out, dict):
+            raise UserError(f"--config-json '{json_path}': expected a JSON object")
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"--config '{text}': expected key=value pairs such as "
+                            "n_layer=2,n_embd=64")
+        try:
+            out[key.strip()] = yaml.safe_load(value.strip())
+        except yaml.YAMLError:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def build_from_config(target: str, config: dict):
+    """``target`` built from ``config``: a transformers model class (anything with a
+    ``config_class``) gets ``config_class(**config)`` -- with ``use_cache=False`` unless given,
+    since a key-value cache is no part of the function being audited -- and random weights; any
+    other class or factory is called with ``**config``."""
+    from torch import nn
+
+    from asymspec.targets import load_attr
+
+    obj = load_attr(target)
+    if isinstance(obj, nn.Module):
+        raise UserError(f"TARGET '{target}' is a module instance; --config needs a class or "
+                        "factory")
+    try:
+        config_class = getattr(obj, "config_class", None)
+        if config_class is not None:
+            cfg = config_class(**dict({"use_cache": False}, **config))
+            model = obj(cfg)
+        else:
+            model = obj(**config)
+    except Exception as exc:
+        raise UserError(f"TARGET '{target}': building it from --config {config} failed: "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                        ) from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"TARGET '{target}' returned {type(model).__name__}, not an nn.Module")
+    return model.eval()
+
+
+def _resolve(target: str, input_shapes, spec, overrides, config: dict | None = None):
     if target.endswith((".pt", ".pth")) and ":" not in target:
         if not Path(target).is_file():
             raise UserError(f"checkpoint '{target}' does not exist")
@@ -94,7 +153,7 @@ def _resolve(target: str, input_shapes, spec, overrides):
         return model, inputs
     if spec or overrides:
         raise UserError("--spec / --set are only used with a checkpoint TARGET (.pt)")
-    model = instantiate(target)
+    model = build_from_config(target, config) if config else instantiate(target)
     if not input_shapes:
         raise UserError(f"TARGET '{target}': pass --input-shape (e.g. 1,3,224,224)")
     return model, _inputs(input_shapes)
@@ -110,6 +169,13 @@ def _common(f):
     f = click.option("--tracer", type=click.Choice(["auto", "fx", "export"]), default="auto",
                      show_default=True,
                      help="torch.fx, torch.export, or fx with an export fallback.")(f)
+    f = click.option("--config", "config_text", default=None, metavar="K=V,...",
+                     help="Build TARGET from these settings: a transformers class from its "
+                          "config (e.g. n_layer=2,n_embd=64,n_head=4), any other class or "
+                          "factory called with them as keyword arguments.")(f)
+    f = click.option("--config-json", type=click.Path(dir_okay=False), default=None,
+                     help="Settings as a JSON object (e.g. a transformers config.json); "
+                          "--config entries override it.")(f)
     f = set_option(f)
     return click.argument("target")(f)
 
@@ -136,8 +202,8 @@ def _forward_ok(model, inputs, target: str) -> None:
 @click.option("--max-generators", type=int, default=None,
               help="Limit the generators listed in --json output.")
 @click.option("--no-numeric", is_flag=True, help="Skip the numerical check of generators.")
-def audit_cmd(target: str, input_shapes, spec, tracer: str, overrides, as_json: bool,
-              max_generators: int | None, no_numeric: bool) -> None:
+def audit_cmd(target: str, input_shapes, spec, tracer: str, config_text, config_json,
+              overrides, as_json: bool, max_generators: int | None, no_numeric: bool) -> None:
     """Audit TARGET (any PyTorch model) for residual parameter symmetries.
 
     Exit 0: asymmetric; 1: symmetric or unknown (unsupported ops are listed); 2: invalid input.
@@ -145,7 +211,8 @@ def audit_cmd(target: str, input_shapes, spec, tracer: str, overrides, as_json: 
     from asymspec.audit import AuditError, audit
 
     _threads()
-    model, inputs = _resolve(target, input_shapes, spec, overrides)
+    model, inputs = _resolve(target, input_shapes, spec, overrides,
+                             _parse_config(config_text, config_json))
     _forward_ok(model, inputs, target)
     name = target.rpartition(":")[2] or Path(target).stem
     try:
@@ -171,13 +238,14 @@ def audit_cmd(target: str, input_shapes, spec, tracer: str, overrides, as_json: 
 @_common
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON here (default: stdout).")
-def perm_spec_cmd(target: str, input_shapes, spec, tracer: str, overrides,
-                  output: str | None) -> None:
+def perm_spec_cmd(target: str, input_shapes, spec, tracer: str, config_text, config_json,
+                  overrides, output: str | None) -> None:
     """Derive TARGET's permutation spec: which parameter axes permute together (JSON)."""
     from asymspec.audit import permutation_spec
 
     _threads()
-    model, inputs = _resolve(target, input_shapes, spec, overrides)
+    model, inputs = _resolve(target, input_shapes, spec, overrides,
+                             _parse_config(config_text, config_json))
     _forward_ok(model, inputs, target)
     out = permutation_spec(model, inputs, name=target.rpartition(":")[2] or Path(target).stem,
                            tracer=tracer)

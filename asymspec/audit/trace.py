@@ -256,6 +256,7 @@ def _aten_rewrites() -> dict:
                      ("cos", torch.cos), ("square", torch.square), ("mish", F.mish)):
         add(name, ("default",), _fn(fn, (0,)))
     add("gelu", ("default",), _fn(F.gelu, (0,), kw=("approximate",)))
+    add("pow", ("Tensor_Scalar",), _fn(torch.pow, (0, 1)))
     add("leaky_relu", ("default",), _fn(F.leaky_relu, (0, 1)))
     add("hardtanh", ("default",), _fn(F.hardtanh, (0, 1, 2)))
     add("clamp", ("default",), _fn(torch.clamp, (0, 1, 2)))

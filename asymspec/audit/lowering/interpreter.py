@@ -225,13 +225,18 @@ class Lowerer:
         n = low.fxnode
         size = int(real.shape[cdim])
         src = n
-        while (src not in self.param_nodes and src.op == "call_method"
-               and src.target in _BROADCAST_METHODS and isinstance(src.args[0], fx.Node)):
-            src = src.args[0]  # class_token.expand(n, -1, -1): the parameter, broadcast
+        while src not in self.param_nodes and isinstance(src, fx.Node) and src.args \
+                and isinstance(src.args[0], fx.Node) and (
+                    src.op == "call_method" and src.target in _BROADCAST_METHODS
+                    or _is_singleton_view(src, self.real)):
+            # class_token.expand(n, -1, -1), gamma.reshape(1, -1, 1, 1): the parameter
+            src = src.args[0]
         if src in self.param_nodes:
             key = self.param_nodes[src]
             p = self.real[src]
             ax = cdim - (real.dim() - p.dim())
+            if p.dim() == 1 and p.shape[0] == size and real.numel() == size:
+                ax = 0  # a vector viewed with singleton axes around it
             if 0 <= ax < p.dim() and p.shape[ax] == size:
                 name = self.add_node(key, "param", [], size, real, cdim, bias="trainable")
                 self.record(key, tuple(name if i == ax else None for i in range(p.dim())))
@@ -466,6 +471,17 @@ class Lowerer:
                                   inputs_real)
         finally:
             self.node = saved_node
+
+
+def _is_singleton_view(n: fx.Node, real: dict) -> bool:
+    """``reshape`` / ``view`` / ``unsqueeze`` that only adds or removes size-1 axes."""
+    name = n.target if n.op == "call_method" else getattr(n.target, "__name__", "")
+    if name not in ("reshape", "view", "unsqueeze", "squeeze", "_unsafe_view"):
+        return False
+    a, b = real.get(n.args[0]), real.get(n)
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        return False
+    return [d for d in a.shape if d != 1] == [d for d in b.shape if d != 1]
 
 
 _BROADCAST_METHODS = {"expand", "expand_as", "broadcast_to", "contiguous", "clone", "to",

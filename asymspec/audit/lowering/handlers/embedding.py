@@ -19,6 +19,9 @@ from asymspec.audit.params import (
 
 # ---------------------------------------------------------------- embedding
 def _embedding(L: Lowerer, base: str, ids_low, eff: EffectiveWeight, out) -> Feat:
+    if isinstance(ids_low, Raw) and ids_low.kind == "static" \
+            and not L.params_in(ids_low.fxnode):
+        return _constant_lookup(L, base, eff, out)
     if isinstance(ids_low, Feat) or (isinstance(ids_low, Raw) and ids_low.kind == "static"):
         raise Unsupported("embedding indices are features")
     vocab, dim = eff.shape
@@ -44,3 +47,18 @@ def _f_embedding(c: Call):
     if eff.transposed:
         raise Unsupported("transposed embedding table")
     return _embedding(L, _module_of(L, n) or n.name, al[0], eff, out)
+
+
+def _constant_lookup(L: Lowerer, base: str, eff: EffectiveWeight, out) -> Feat:
+    """A table read at constant indices (learned position / token-type embeddings looked up
+    with ``arange`` or a constant buffer): a learned tensor whose units are the embedding
+    dimension, like a class token.  Permuting those units permutes the table's columns."""
+    if eff.key is None or eff.mask is not None or eff.offset is not None or eff.transposed:
+        raise Unsupported("constant lookup into a frozen or masked table")
+    dim = eff.shape[1]
+    cdim = out.dim() - 1
+    name = L.add_node(base, "param", [], dim, out, cdim, bias="trainable")
+    L.record(eff.key, (None, name))
+    for k in eff.buffers:
+        L.record(k, (None, name), constant=True)
+    return Feat(name, cdim)

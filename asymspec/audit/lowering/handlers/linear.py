@@ -167,6 +167,24 @@ def _f_matmul(c: Call):
     raise Unsupported("matrix product of features (not a weight)")
 
 
+@handles(torch.addmm, torch.ops.aten.addmm.default, raw=True)
+def _f_addmm(c: Call):
+    """``addmm(bias, x, W) = bias + x @ W`` with ``W`` of shape (in, out): transformers'
+    ``Conv1D`` (GPT-2) -- a linear layer whose weight is stored transposed."""
+    L, n, al, kl, ar, out = c.lowerer, c.node, c.args, c.kwargs, c.real_args, c.out
+    if any(kl.get(k, 1) != 1 for k in ("beta", "alpha")) or len(al) > 3:
+        raise Unsupported("addmm with beta / alpha")
+    if not isinstance(al[2], Raw) or al[2].kind != "static" or ar[2].dim() != 2:
+        raise Unsupported("matrix product of features (not a weight)")
+    x = L.feat(al[1], ar[1], -1)
+    eff = _transpose_eff(L.weight(al[2], n.args[2]))
+    f = L.dense(_module_of(L, n) or n.name, "linear", x, eff, eff.shape[0], out, out.dim() - 1)
+    if ar[0].dim() != 1:
+        raise Unsupported("addmm with a non-vector bias")
+    L.ir.node(f.node)["bias"] = L.bias_of(al[0], n.args[0], f.node)
+    return f
+
+
 def _transpose_eff(eff: EffectiveWeight) -> EffectiveWeight:
     t = (lambda z: None if z is None else z.t())
     return EffectiveWeight(eff.key, (eff.shape[1], eff.shape[0]), t(eff.mask), t(eff.fixed),

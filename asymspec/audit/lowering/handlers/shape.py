@@ -41,9 +41,20 @@ def _f_alias(c: Call):
     return al[0]
 
 
+def _aten(*names: str) -> list:
+    """ATen overloads by ``"packet.overload"`` name (those this torch lacks are skipped)."""
+    out = []
+    for name in names:
+        packet, _, overload = name.partition(".")
+        out.append(getattr(getattr(torch.ops.aten, packet, None), overload, None))
+    return out
+
+
 @handles("contiguous", "clone", "detach", "float", "double", "half", "to", "type_as",
-                "requires_grad_", "type", "bfloat16", "cpu", "cuda")
+         "requires_grad_", "type", "bfloat16", "cpu", "cuda",
+         *_aten("to.dtype", "to.dtype_layout", "to.device", "_to_copy.default"))
 def _meth_alias(c: Call):
+    """dtype / device conversions and copies (``.to(dtype)`` inside RMSNorm): same units."""
     al, ar, out = c.args, c.real_args, c.out
     if not isinstance(out, torch.Tensor) or not isinstance(ar[0], torch.Tensor) or \
             out.shape != ar[0].shape:
@@ -75,6 +86,8 @@ def reshape_map(in_shape: tuple, out_shape: tuple, cdim: int):
 
 def _reshape(L: Lowerer, base: str, x_low, x_real, out):
     ins, outs = tuple(x_real.shape), tuple(out.shape)
+    if ins == outs:  # a view of the same shape (export writes many): nothing moves
+        return x_low
     if isinstance(x_low, Split):  # merging (heads, head_dim) back into channels
         h, d = x_low.haxis, x_low.daxis
         size = L.size(Feat(x_low.node, 0))
@@ -93,7 +106,7 @@ def _reshape(L: Lowerer, base: str, x_low, x_real, out):
                     name = L.add_node(base, "shuffle", [x_low.node], size, out, k)
                     L.ir.add_map_edge(x_low.node, name, index)
                     return Feat(name, k)
-        raise Unsupported("reshape of split channels")
+        raise Unsupported(f"reshape of split channels {list(ins)} -> {list(outs)}")
     if not isinstance(x_low, Feat):
         return x_low
     m = reshape_map(ins, outs, x_low.cdim)
