@@ -50,7 +50,12 @@ def plot(results: dict[str, Any], path: Path) -> Path:
 
 
 def _ours(stat: dict[str, Any] | None, digits: int, percent: bool) -> str:
-    return pm(stat, digits, percent=percent) if stat else DASH
+    """``mean ± std`` over seeds; the mean alone for a single seed (no spread measured)."""
+    if not stat:
+        return DASH
+    if stat.get("n") == 1:
+        stat = {**stat, "std": None}
+    return pm(stat, digits, percent=percent)
 
 
 def _theirs(value: Any, digits: int) -> str:
@@ -73,6 +78,9 @@ def markdown(results: dict[str, Any]) -> str:
              f"batches.  acc (final) is after epoch {first['epochs']}, acc (mid) after epoch "
              f"{mid if mid is not None else DASH} (the paper: 50 and 25).  Columns marked "
              "(paper): Table 2 (CIFAR; Table 7 for the smaller standard net).", ""]
+    if not results["dataset"].startswith("cifar"):
+        lines += [f"**Not comparable to the paper columns:** this run used "
+                  f"`{results['dataset']}`, the paper CIFAR-10/100.", ""]
     headers = ["variant"]
     for _, name, _, _ in COLUMNS:
         headers += [name, f"{name} (paper)"]
