@@ -9,6 +9,10 @@ epoch the Bayesian model average over ``eval.samples`` posterior draws (mean of 
 is scored on the test split: NLL, accuracy, and 15-bin ECE (torchmetrics).  "Train loss" is the
 mean one-sample NLL of the training batches of an epoch (noise on, augmented) — the quantity
 the reference logs and Fig 4 plots.
+
+Units run on the GPU when there is one.  Seeds are not batched into one process (the hooks draw
+from one generator per model); on a GPU, ``--executor ray`` with ``resources: {gpus: 0.25}``
+packs several (variant, seed) units onto one device instead (bnn_mlp's paper profile does).
 """
 
 from __future__ import annotations
