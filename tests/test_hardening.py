@@ -143,6 +143,14 @@ def test_infinite_scale_in_file_is_located(tmp_path):
     assert err.value.line == 8 and "finite" in str(err.value)
 
 
+def test_integer_beyond_float_range_is_located(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(TINY_MLP + "  syre: {kappa: 1" + "0" * 400 + "}\n")
+    res = cli("check", spec)
+    assert res.exit_code == 2 and f"{spec}:9:" in res.output, res.output
+    assert "beyond the range of a float" in res.output
+
+
 def test_figlu_claim_only_when_hypotheses_hold():
     """F as drawn satisfies the certificate used in place of Prop. 2's 'distinct entries'."""
     from asymspec.passes.sigma_asym import _require_distinct_nonzero

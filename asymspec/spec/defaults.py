@@ -63,7 +63,10 @@ def _fill(instance: Any, schemas: list[dict[str, Any]], root: dict[str, Any],
     if isinstance(instance, int) and not isinstance(instance, bool):
         types = _types(applicable)
         if "number" in types and "integer" not in types:
-            return float(instance)
+            try:
+                return float(instance)
+            except OverflowError:  # beyond float range: the semantic checks reject it
+                return instance
     return instance
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from asymspec.spec.limits import size_problems
 
+_FLOAT_MAX = 1.7976931348623157e308
+
 Path = tuple[str | int, ...]
 
 
@@ -71,3 +73,7 @@ def _finite_scales(data: dict[str, Any]) -> Iterator[tuple[tuple[Path, ...], str
             stack.extend((path + (i,), v) for i, v in reversed(list(enumerate(node))))
         elif isinstance(node, float) and not math.isfinite(node):
             yield (path,), f"must be a finite number, got {node}"
+        elif isinstance(node, int) and not isinstance(node, bool) and path[-1] != "seed" \
+                and abs(node) > _FLOAT_MAX:
+            digits = int(abs(node).bit_length() * 0.30103)
+            yield (path,), f"about 10^{digits} is beyond the range of a float (max ~1.8e308)"
