@@ -130,6 +130,25 @@ def test_timm_convnext_layer_scale_closed_form() -> None:
     _random_element_preserves_outputs(model, x)
 
 
+def test_timm_vit_packed_qkv_closed_form() -> None:
+    """timm ViT, 32x32 images in 8x8 patches (16 tokens + class token), d = 16, H = 2 heads of
+    dh = 8, one block, MLP 64, 3 classes.
+
+    ``qkv(x).reshape(B, N, 3, H, dh).permute(2, 0, 3, 1, 4).unbind(0)`` packs q | k | v into one
+    linear layer.  Stream (patch-embedding conv, class token, position embedding, LayerNorms,
+    attention / MLP outputs): d!; the block's attention: H! (dh!)^(2H); its MLP: 64!.
+    """
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1,
+                              embed_dim=16, num_heads=2, num_classes=3).eval()
+    x = (torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)),)
+    report = audit(model, x)
+    assert not report.unsupported and report.verdict == "symmetric"
+    assert report.log10_order == pytest.approx(lg(16) + lg(2) + 4 * lg(8) + lg(64), abs=1e-6)
+    _random_element_preserves_outputs(model, x)
+
+
 @pytest.mark.slow
 def test_timm_resnet18_matches_torchvision() -> None:
     """timm's resnet18 has torchvision's structure: the same closed form (log10 |Aut| =

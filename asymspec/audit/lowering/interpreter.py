@@ -28,6 +28,7 @@ from asymspec.audit.lowering.registry import (
 from asymspec.audit.lowering.values import (
     Feat,
     Lowered,
+    Packed,
     Raw,
     Split,
     Unsupported,
@@ -370,7 +371,7 @@ class Lowerer:
         if not _has_tensor(out_r):
             return None
         flat = _flat_values(args_l) + _flat_values(kwargs_l)
-        feats = [v for v in flat if isinstance(v, (Feat, Split))]
+        feats = [v for v in flat if isinstance(v, (Feat, Split, Packed))]
         raws = [v for v in flat if isinstance(v, Raw)]
         handler, module = self.find_handler(root, n)
         if handler is None and n.op == "call_module":
@@ -415,8 +416,9 @@ class Lowerer:
         self.unsupported.append(UnsupportedOp(self.prefix + n.name, self.module_path(), target,
                                               reason))
         for v in _flat_values(args_l) + _flat_values(kwargs_l):
-            if isinstance(v, (Feat, Split)):
-                self.pin(v.node, f"read by unsupported {target} at {self.prefix + n.name}")
+            for part in (v.parts if isinstance(v, Packed) else [v]):
+                if isinstance(part, (Feat, Split)):
+                    self.pin(part.node, f"read by unsupported {target} at {self.prefix + n.name}")
         if n.op == "call_module":
             m = self.sub_root.get_submodule(str(n.target))
             for k, _ in m.named_parameters():
@@ -578,6 +580,8 @@ def lower(module: nn.Module, example_inputs: tuple, name: str | None = None,
 
 def _finish(L: Lowerer, out_low, inputs_low, inputs_real) -> Lowered:
     for v in _flat_values(out_low):
+        if isinstance(v, Packed):
+            v = v.parts[0]  # pragma: no cover - a packed tensor as model output is unusual
         if isinstance(v, (Feat, Split)):
             nd = L.ir.node(v.node)
             if nd["role"] not in ("input",):

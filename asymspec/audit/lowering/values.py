@@ -33,6 +33,26 @@ class Split:
 
 
 @dataclass
+class Packed:
+    """A feature tensor whose channel axis was reshaped into (parts, heads, head_dim): a packed
+    q | k | v projection (timm's ``qkv.reshape(B, N, 3, H, dh)``).  Axis ``paxis`` indexes the
+    parts; each part is a :class:`Split` of a channel slice (axes counted in this tensor)."""
+
+    parts: list[Split]
+    paxis: int
+
+    @property
+    def node(self) -> str:  # for messages and pins: the first part
+        return self.parts[0].node
+
+    def take(self, i: int) -> Split:
+        """Part ``i`` with the parts axis removed."""
+        s = self.parts[i]
+        return Split(s.node, s.haxis - (s.haxis > self.paxis), s.daxis - (s.daxis > self.paxis),
+                     s.heads)
+
+
+@dataclass
 class Raw:
     kind: str  # input | opaque | index | static
     fxnode: fx.Node | None = None

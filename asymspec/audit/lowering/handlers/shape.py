@@ -19,6 +19,7 @@ from asymspec.audit.lowering.interpreter import Lowerer
 from asymspec.audit.lowering.registry import handles
 from asymspec.audit.lowering.values import (
     Feat,
+    Packed,
     Raw,
     Split,
     Unsupported,
@@ -112,6 +113,18 @@ def _reshape(L: Lowerer, base: str, x_low, x_real, out):
     m = reshape_map(ins, outs, x_low.cdim)
     if m is None:
         c = ins[x_low.cdim]
+        for k in range(len(outs) - 2):  # channels split into (parts, heads, head_dim)
+            if (outs[k] > 1 and outs[k] * outs[k + 1] * outs[k + 2] == c
+                    and math.prod(outs[:k]) == math.prod(ins[:x_low.cdim])
+                    and math.prod(outs[k + 3:]) == math.prod(ins[x_low.cdim + 1:])):
+                width = c // outs[k]
+                parts = []
+                for i in range(outs[k]):
+                    part = x_real.narrow(x_low.cdim, i * width, width)
+                    f = _channel_slice(L, f"{base}.{i}", x_low,
+                                       np.arange(i * width, (i + 1) * width), part, x_low.cdim)
+                    parts.append(Split(f.node, k + 1, k + 2, outs[k + 1]))
+                return Packed(parts, k)
         for k in range(len(outs) - 1):  # channels split into (heads, head_dim)
             if (outs[k] * outs[k + 1] == c and math.prod(outs[:k]) == math.prod(ins[:x_low.cdim])
                     and math.prod(outs[k + 2:]) == math.prod(ins[x_low.cdim + 1:])):
@@ -178,6 +191,11 @@ def _movedim_perm(nd: int, src: list[int], dst: list[int]) -> list[int]:
 @handles(torch.permute, torch.transpose, torch.swapaxes, torch.movedim, torch.t)
 def _f_permute(c: Call):
     L, n, al, ar, kr = c.lowerer, c.node, c.args, c.real_args, c.real_kwargs
+    if isinstance(al[0], Packed):
+        p = _perm_dims(L, n, ar, kr)
+        x = al[0]
+        return Packed([Split(s.node, p.index(s.haxis), p.index(s.daxis), s.heads)
+                       for s in x.parts], p.index(x.paxis))
     if isinstance(al[0], Split):
         p = _perm_dims(L, n, ar, kr)
         x = al[0]
@@ -224,6 +242,8 @@ def _f_getitem(c: Call):
     x, idx = al[0], ar[1]
     if isinstance(x, (tuple, list)):
         return x[idx]
+    if isinstance(x, Packed) and isinstance(idx, int) and x.paxis == 0:
+        return x.take(idx)  # qkv[0]: the query part
     if not isinstance(x, Feat):
         raise Unsupported("indexing")
     xr = ar[0]
@@ -270,6 +290,8 @@ def _f_getitem(c: Call):
 
 
 def _split(L: Lowerer, n, x_low, x_real, outs, dim: int):
+    if isinstance(x_low, (Split, Packed)):
+        raise Unsupported("split / chunk of split attention heads")
     if not isinstance(x_low, Feat):
         return _opaque_like(outs, n)
     dim = dim % x_real.dim()
@@ -287,8 +309,14 @@ def _split(L: Lowerer, n, x_low, x_real, outs, dim: int):
 @handles(torch.chunk, torch.split, torch.unbind)
 def _f_split(c: Call):
     L, n, al, ar, kr, out = c.lowerer, c.node, c.args, c.real_args, c.real_kwargs, c.out
-    name = n.target.__name__
+    name = n.target if isinstance(n.target, str) else n.target.__name__
     dim = _arg(ar, kr, 2 if name != "unbind" else 1, "dim", 0)
+    if name == "unbind" and isinstance(al[0], Packed):
+        if dim % ar[0].dim() != al[0].paxis:
+            raise Unsupported("unbind of a packed projection along another axis")
+        return tuple(al[0].take(i) for i in range(len(al[0].parts)))
+    if isinstance(al[0], Packed):
+        raise Unsupported(f"{name} of a packed projection")
     if name == "unbind":
         if isinstance(al[0], Feat) and dim % ar[0].dim() == al[0].cdim:
             raise Unsupported("unbinds the channel axis")
@@ -297,9 +325,11 @@ def _f_split(c: Call):
     return _split(L, n, al[0], ar[0], out, dim)
 
 
-@handles("chunk", "split")
+@handles("chunk", "split", "unbind")
 def _meth_split(c: Call):
     L, n, al, ar, kr, out = c.lowerer, c.node, c.args, c.real_args, c.real_kwargs, c.out
+    if n.target == "unbind":
+        return _f_split(c)
     dim = _arg(ar, kr, 2, "dim", 0)
     return _split(L, n, al[0], ar[0], out, dim)
 
