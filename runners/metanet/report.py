@@ -103,6 +103,19 @@ def headline(results: dict[str, Any]) -> str:
             f"{'W-Asym above standard' if d > 0 else 'W-Asym NOT above standard'}).\n")
 
 
+def training_line(s: dict[str, Any]) -> str:
+    """The training settings, with per-metanetwork overrides (the paper: 50 epochs, batch 128,
+    weight decay 1e-2, lr grid 1e-5 … 1e-2)."""
+    grid = ", ".join(f"{lr:g}" for lr in s["lr_grid"])
+    text = (f"Training: MSE, AdamW (weight decay {s['weight_decay']:g}), {s['epochs']} epochs, "
+            f"batch {s['batch_size']}, lr grid {{{grid}}}")
+    for model, over in (s.get("overrides") or {}).items():
+        parts = [f"{k} {', '.join(f'{v:g}' for v in val) if isinstance(val, list) else val}"
+                 for k, val in over.items()]
+        text += f"; {LABELS.get(model, model)}: " + ", ".join(parts)
+    return text + ".\n"
+
+
 def scatter(run_dir: Path, results: dict[str, Any]) -> list[Path]:
     files = []
     for v, d in results["variants"].items():
@@ -139,6 +152,7 @@ def render(run_dir: Path, results: dict[str, Any]) -> list[Path]:
         "test metrics are taken at its best-validation-R² epoch. The paper's numbers are for "
         "10,000 CIFAR-10 ResNet8s per variant; a small zoo (cpu profile) gives noisier, "
         "generally lower numbers.\n",
+        training_line(s),
         headline(results),
         main_table(results),
         "\n## Learning rates\n",
