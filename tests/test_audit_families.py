@@ -183,3 +183,21 @@ def test_cli_builds_transformers_models_from_a_config(tmp_path) -> None:
                                     "--config-json", str(cfg), "--input-shape", "1,6:long11"])
     assert res.exit_code == 0, res.output
     assert '"lm_head.weight": "transformer.wte.weight"' in res.output.replace("\n", "")
+
+
+def test_pyg_gcn_model_under_export_closed_form() -> None:
+    """``torch_geometric.nn.models.GCN(3, 8, num_layers=2, out_channels=2)``: fx cannot trace
+    the whole model, so it is exported; message passing becomes ``index_select`` of source rows,
+    per-edge normalisation (constants) and ``scatter_add_`` onto zeros -- all row operations that
+    keep each channel.  The 8 hidden channels (first layer's linear, aggregation, bias, ReLU) are
+    the only free units: |Aut| = 8!."""
+    from torch_geometric.nn.models import GCN
+
+    torch.manual_seed(0)
+    model = GCN(3, 8, 2, out_channels=2).eval()
+    x = (torch.randn(6, 3, generator=torch.Generator().manual_seed(0)),
+         torch.tensor([[0, 1, 2, 3, 4, 5, 0], [1, 2, 3, 4, 5, 0, 3]]))
+    report = audit(model, x)
+    assert not report.unsupported and report.verdict == "symmetric"
+    assert report.log10_order == pytest.approx(lg(8), abs=1e-6)
+    _random_element_preserves_outputs(model, x)

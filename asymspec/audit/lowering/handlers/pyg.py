@@ -9,7 +9,15 @@ from asymspec.audit.lowering.handlers.attention import _linear_from
 from asymspec.audit.lowering.handlers.shape import _tie
 from asymspec.audit.lowering.interpreter import Lowerer
 from asymspec.audit.lowering.registry import handles
-from asymspec.audit.lowering.values import Feat, Split, Unsupported, _arg, _opaque_like, _qual_key
+from asymspec.audit.lowering.values import (
+    Feat,
+    Raw,
+    Split,
+    Unsupported,
+    _arg,
+    _opaque_like,
+    _qual_key,
+)
 
 
 # ---------------------------------------------------------------- torch-geometric
@@ -173,3 +181,85 @@ def _register_scatter() -> None:
 
 
 _register_scatter()
+
+
+# ---------------------------------------------------------------- message passing under export
+def _aten_ops(*names: str) -> list:
+    out = []
+    for name in names:
+        packet, _, overload = name.partition(".")
+        out.append(getattr(getattr(torch.ops.aten, packet, None), overload, None))
+    return out
+
+
+@handles(torch.index_select, "index_select", *_aten_ops("index_select.default"))
+def _f_index_select(c: Call):
+    """Gathering rows (graph nodes, tokens) of a feature tensor: every row keeps its channels,
+    so the units are the input's (``x_j = x.index_select(-2, edge_index[0])``)."""
+    al, ar, kr, out = c.args, c.real_args, c.real_kwargs, c.out
+    x = al[0]
+    if not isinstance(x, Feat) or not isinstance(out, torch.Tensor):
+        raise Unsupported("index_select of a non-feature tensor")
+    dim = _arg(ar, kr, 1, "dim", 0) % ar[0].dim()
+    if dim == x.cdim or isinstance(_arg(al, {}, 2, "index"), (Feat, Split)):
+        raise Unsupported("index_select along the channel axis / by feature values")
+    return Feat(x.node, x.cdim)
+
+
+@handles("new_zeros", "new_ones", "new_full", "new_empty", torch.zeros_like, torch.ones_like,
+         *_aten_ops("new_zeros.default", "new_ones.default", "new_full.default",
+                    "zeros_like.default", "ones_like.default"))
+def _f_new_constant(c: Call):
+    """A constant shaped like a feature tensor (``x.new_zeros(...)``): it reads only the
+    input's shape, never its values -- a static value, not a feature."""
+    if not isinstance(c.out, torch.Tensor) or c.node.op == "call_method" and \
+            c.node.target == "new_empty":
+        raise Unsupported("uninitialised buffer")
+    return Raw("static", c.node, c.node.name)
+
+
+_SCATTER = {"sum": "sum_aggr", "add": "sum_aggr", "mean": "mean_aggr", "amax": "max_aggr",
+            "amin": "max_aggr", "prod": None}
+
+
+@handles(*_aten_ops("scatter_add.default", "scatter_add_.default", "index_add.default",
+                    "index_add_.default", "scatter_reduce.two", "scatter_reduce_.two"))
+def _f_aten_scatter(c: Call):
+    """``zeros.scatter_add_(dim, index, src)`` / ``index_add`` / ``scatter_reduce`` onto a
+    constant-zero base along a non-channel axis: PyG's aggregation under ``torch.export``.  Each
+    output row aggregates input rows channel by channel, so the units are ``src``'s."""
+    L, n, al, ar, kr, out = c.lowerer, c.node, c.args, c.real_args, c.real_kwargs, c.out
+    base, src = al[0], al[3] if len(al) > 3 else None
+    name = str(n.target)
+    reduce = "sum"
+    if "scatter_reduce" in name:
+        reduce = _arg(ar, kr, 4, "reduce", "sum")
+    if "index_add" in name and _arg(ar, kr, 4, "alpha", 1) != 1:
+        raise Unsupported("index_add with alpha")
+    if not isinstance(src, Feat) or not isinstance(base, Raw) or base.kind != "static" \
+            or not _zero_base(base.fxnode, ar[0], name):
+        raise Unsupported("scatter onto a non-zero or non-constant base")
+    dim = ar[1] % ar[0].dim()
+    if dim == src.cdim or isinstance(al[2], (Feat, Split)) or _SCATTER.get(reduce) is None:
+        raise Unsupported(f"scatter along the channel axis / by feature values / '{reduce}'")
+    return L.elementwise(n.name, _SCATTER[reduce], src, out, attrs={"aggr": reduce})
+
+
+def _zero_base(node, value: torch.Tensor, op_name: str) -> bool:
+    """Whether the scatter's base is all zeros.  An in-place scatter has already overwritten
+    the concrete base, so it must come straight from a zeros constructor."""
+    if not op_name.split(".")[-2].endswith("_"):
+        return not bool(value.any())
+    target = getattr(node, "target", None)
+    name = target if isinstance(target, str) else str(target)
+    return "zeros" in name and len(node.users) == 1
+
+
+@handles(*_aten_ops("expand_as.default"))
+def _f_aten_expand_as(c: Call):
+    """``index.view(-1, 1).expand_as(messages)``: an index or constant broadcast to a feature's
+    shape stays an index / constant (it reads only the shape)."""
+    x = c.args[0]
+    if isinstance(x, Raw) and x.kind in ("index", "static"):
+        return Raw(x.kind, c.node, c.node.name)
+    raise Unsupported("expand_as of a feature tensor")
