@@ -201,3 +201,20 @@ def test_pyg_gcn_model_under_export_closed_form() -> None:
     assert not report.unsupported and report.verdict == "symmetric"
     assert report.log10_order == pytest.approx(lg(8), abs=1e-6)
     _random_element_preserves_outputs(model, x)
+
+
+def test_pyg_gin_model_under_export_closed_form() -> None:
+    """``torch_geometric.nn.models.GIN(3, 8, num_layers=2, out_channels=2)``: layer 1's MLP is
+    [3, 8, 8], layer 2's [8, 2, 2] (its hidden width is out_channels).  Free units: layer 1's
+    two hidden layers (8! each; the second also carries the aggregation and layer 2's
+    ``(1 + eps) x + sum`` input) and layer 2's hidden layer (2!): |Aut| = (8!)^2 2!."""
+    from torch_geometric.nn.models import GIN
+
+    torch.manual_seed(0)
+    model = GIN(3, 8, 2, out_channels=2).eval()
+    x = (torch.randn(6, 3, generator=torch.Generator().manual_seed(0)),
+         torch.tensor([[0, 1, 2, 3, 4, 5, 0], [1, 2, 3, 4, 5, 0, 3]]))
+    report = audit(model, x)
+    assert not report.unsupported and report.verdict == "symmetric"
+    assert report.log10_order == pytest.approx(2 * lg(8) + lg(2), abs=1e-6)
+    _random_element_preserves_outputs(model, x)
