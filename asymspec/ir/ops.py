@@ -112,8 +112,9 @@ for _n in ("avgpool", "maxpool", "global_avg_pool", "global_max_pool", "mean_agg
 register_op("attention", "attention", f"{_NN}:OP_MODULES")
 
 # ops only the audit's lowering produces
-for _n, _c in (("embedding", "dense"), ("instancenorm", "norm"), ("affine", "activation"), ("binary", "combine"),
-               ("broadcast", "layout"), ("channel_reduce", "layout"), ("slice", "layout"),
+for _n, _c in (("embedding", "dense"), ("instancenorm", "norm"), ("affine", "activation"),
+               ("binary", "combine"), ("broadcast", "layout"), ("channel_reduce", "layout"),
+               ("slice", "layout"),
                ("shuffle", "layout"), ("patch_merge", "layout"), ("stack", "layout"),
                ("cat", "layout"), ("depthwise_conv", "layout"), ("upsample", "layout"),
                ("normalize", "activation"), ("const", "source"), ("param", "source"),
