@@ -128,7 +128,7 @@ def scatter(run_dir: Path, results: dict[str, Any]) -> list[Path]:
         for ax, r in zip(axes[0], rows):
             ax.scatter(truth, r["test_pred"], s=6, alpha=0.6)
             ax.plot([lo, hi], [lo, hi], color="k", lw=0.8)
-            ax.set_title(f"{row_label(r)}\nseed {r['seeds'][0]}: τ "
+            ax.set_title(f"{row_label(r)}\nfirst seed: τ "
                          f"{fmt(kendall_tau(r['test_pred'], truth), 2)}, R² "
                          f"{fmt(r2(r['test_pred'], truth), 2)}", fontsize=8)
             ax.set_xlabel("true test accuracy", fontsize=8)
