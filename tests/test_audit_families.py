@@ -63,7 +63,7 @@ def _ids(vocab: int = 31, n: int = 8) -> tuple[torch.Tensor]:
     return (torch.randint(0, vocab, (1, n), generator=torch.Generator().manual_seed(0)),)
 
 
-@pytest.mark.parametrize("tie", [True, False])
+@pytest.mark.parametrize("tie", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_gpt2_closed_form(tie: bool) -> None:
     """GPT-2, d = 16, H = 2 heads of dh = 8, L = 2 layers, MLP 4d = 64.
 
@@ -203,6 +203,7 @@ def test_pyg_gcn_model_under_export_closed_form() -> None:
     _random_element_preserves_outputs(model, x)
 
 
+@pytest.mark.slow
 def test_pyg_gin_model_under_export_closed_form() -> None:
     """``torch_geometric.nn.models.GIN(3, 8, num_layers=2, out_channels=2)``: layer 1's MLP is
     [3, 8, 8], layer 2's [8, 2, 2] (its hidden width is out_channels).  Free units: layer 1's
