@@ -498,12 +498,19 @@ TV_SIZE = {"vit": 224, "maxvit": 224, "inception": 96}
 @pytest.mark.slow
 def test_every_torchvision_classifier_audits_without_crashing() -> None:
     names = tv.models.list_models(module=tv.models)
+    partial = []
     for name in names:
         size = next((s for p, s in TV_SIZE.items() if name.startswith(p)), 64)
         model = tv.models.get_model(name, weights=None)
         report = audit(model, torch.randn(1, 3, size, size))
         assert report.verdict in ("symmetric", "unknown"), name
+        assert report.verdict == "symmetric" or report.unsupported, name  # unknown names why
+        if report.unsupported:
+            partial.append(name)
         del model
+    print(f"{len(names) - len(partial)} of {len(names)} fully understood; lower bounds: "
+          f"{', '.join(partial)}")
+    assert len(names) - len(partial) >= 73  # measured before the lowering became a package
 
 
 def test_channel_shuffle_split_heads_and_sdpa() -> None:
