@@ -195,9 +195,17 @@ plan = plan_evaluation(a, states, batches, budget_bytes=budget)
 def rss():
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * resource.getpagesize()
+def hwm():
+    with open("/proc/self/status") as fh:
+        return next(int(l.split()[1]) * 1024 for l in fh if l.startswith("VmHWM:"))
+try:  # reset the peak-RSS mark to the current RSS: earlier phases (imports) do not count
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+except OSError:
+    pass
 before = rss()
 evaluate_states(a, states, batches, use_vmap=True, plan=plan)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = hwm()
 print(peak - before, budget, plan.states_per_chunk, plan.examples_per_chunk,
       int(plan.bytes_per_example * 512 * 25))
 """
