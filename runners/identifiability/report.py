@@ -24,14 +24,26 @@ def _ncols(n: int) -> tuple[int, int]:
     return cols, math.ceil(n / cols)
 
 
+def _panels(n: int) -> tuple[Any, list[Any]]:
+    """A figure with one panel per variant, at most four per row."""
+    cols, rows = _ncols(n)
+    fig, axes = figure(3.4 * cols, 2.8 * rows, ncols=cols, nrows=rows, squeeze=False)
+    return fig, list(axes.flat)
+
+
+def _save_panels(fig: Any, axes: list[Any], used: int, path: Path) -> Path:
+    """Hide the unused panels and write the figure."""
+    for ax in axes[used:]:
+        ax.set_visible(False)
+    return save_figure(fig, path)
+
+
 def plot_lmc(results: dict[str, Any], path: Path) -> Path | None:
     vs = [(v, e) for v, e in results["variants"].items() if "lmc_unaligned" in e
           or "lmc_aligned" in e]
     if not vs:
         return None
-    cols, rows = _ncols(len(vs))
-    fig, axes = figure(3.4 * cols, 2.8 * rows, ncols=cols, nrows=rows, squeeze=False)
-    axes = list(axes.flat)
+    fig, axes = _panels(len(vs))
     for ax, (_v, e) in zip(axes, vs):
         curves = []
         if "lmc_unaligned" in e:
@@ -48,18 +60,14 @@ def plot_lmc(results: dict[str, Any], path: Path) -> Path | None:
         ax.set_ylabel("test loss")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in axes[len(vs):]:
-        ax.set_visible(False)
-    return save_figure(fig, path)
+    return _save_panels(fig, axes, len(vs), path)
 
 
 def plot_am(results: dict[str, Any], path: Path) -> Path | None:
     vs = [(v, e) for v, e in results["variants"].items() if "am_objective" in e]
     if not vs:
         return None
-    cols, rows = _ncols(len(vs))
-    fig, axes = figure(3.4 * cols, 2.8 * rows, ncols=cols, nrows=rows, squeeze=False)
-    axes = list(axes.flat)
+    fig, axes = _panels(len(vs))
     for ax, (_v, e) in zip(axes, vs):
         for i, (g, s) in enumerate(e["am_objective"].items()):
             epochs = sorted(s["epochs"], key=int)
@@ -76,9 +84,7 @@ def plot_am(results: dict[str, Any], path: Path) -> Path | None:
         ax.set_ylabel("mean matched correlation")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    for ax in axes[len(vs):]:
-        ax.set_visible(False)
-    return save_figure(fig, path)
+    return _save_panels(fig, axes, len(vs), path)
 
 
 def plot_heatmaps(results: dict[str, Any], path: Path) -> Path | None:
