@@ -23,9 +23,8 @@ from typing import Any
 from asymspec.errors import SpecError
 from asymspec.spec import Spec
 from asymspec.spec.defaults import fill_defaults
-from asymspec.spec.loader import _located, load_spec
+from asymspec.spec.loader import _located, load_spec, spec_with_overrides
 from asymspec.spec.messages import pick, type_name
-from asymspec.spec.overrides import Override, apply_override, parse_override
 from asymspec.spec.plain import to_plain
 from asymspec.spec.yaml_lines import parse_yaml
 
@@ -149,18 +148,7 @@ def finish_experiment(data: dict[str, Any], file: str | None, values: dict, keys
     from asymspec.run.registry import get_runner
     from asymspec.run.schema import experiment_validator
 
-    if isinstance(overrides, str):
-        raise TypeError("overrides must be a list of 'key=value' strings, not one string")
-    parsed = tuple(parse_override(o, i + 1) for i, o in enumerate(overrides or ()))
-    created: dict[tuple, Override] = {}
-    for override in parsed:
-        new = apply_override(data, override)
-        if new is not None:
-            created[new] = override
-        n = len(override.path)
-        values = {p: loc for p, loc in values.items() if p[:n] != override.path}
-        keys = {p: loc for p, loc in keys.items() if p[:n] != override.path}
-    spec = Spec(data, file, values, text, keys, parsed, created)
+    spec = spec_with_overrides(data, file, values, keys, text, overrides)
     core = experiment_validator(None)
     kind = data.get("kind", core.schema["properties"]["kind"]["default"])
     runner_cls = None

@@ -82,9 +82,12 @@ def load_spec_text(text: str, filename: str | None = None,
     return _finish(parsed.data, filename, parsed.values, parsed.keys, text, overrides, schema)
 
 
-def _finish(data: dict[str, Any], file: str | None, values: dict[Path, Location],
-            keys: dict[Path, Location], text: str | None,
-            overrides: Sequence[str] | None, schema: str = "model") -> Spec:
+def spec_with_overrides(data: dict[str, Any], file: str | None, values: dict[Path, Location],
+                        keys: dict[Path, Location], text: str | None,
+                        overrides: Sequence[str] | None) -> Spec:
+    """Apply ``key=value`` overrides to ``data`` (in place) and wrap it as a :class:`Spec` whose
+    positions forget the overridden subtrees and remember which mappings an override created
+    (shared by model and experiment specs; validation comes after)."""
     if isinstance(overrides, str):
         raise TypeError("overrides must be a list of 'key=value' strings, not one string")
     parsed = tuple(parse_override(o, i + 1) for i, o in enumerate(overrides or ()))
@@ -97,7 +100,13 @@ def _finish(data: dict[str, Any], file: str | None, values: dict[Path, Location]
         n = len(override.path)
         values = {p: loc for p, loc in values.items() if p[:n] != override.path}
         keys = {p: loc for p, loc in keys.items() if p[:n] != override.path}
-    spec = Spec(data, file, values, text, keys, parsed, created)
+    return Spec(data, file, values, text, keys, parsed, created)
+
+
+def _finish(data: dict[str, Any], file: str | None, values: dict[Path, Location],
+            keys: dict[Path, Location], text: str | None,
+            overrides: Sequence[str] | None, schema: str = "model") -> Spec:
+    spec = spec_with_overrides(data, file, values, keys, text, overrides)
 
     schema_validator = validator(schema)
     errors = list(schema_validator.iter_errors(data))
