@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from asymspec.continuous import ContinuousSymmetry, continuous_symmetries
+from asymspec.ir.deferred import require_drawn
 from asymspec.ir.graph import IRGraph
 from asymspec.ir.unitgraph import UnitGraph
 from asymspec.ir.units import expand
@@ -188,7 +189,11 @@ def node_permutations(sets: _VertexSets, moved: np.ndarray, images: np.ndarray
 
 
 def check_ir(ir: IRGraph, expect: str | None = None) -> CheckReport:
-    """Verify ``ir``: exact permutation group + continuous-symmetry rules."""
+    """Verify ``ir``: exact permutation group + continuous-symmetry rules.
+
+    ``ir`` must hold drawn tensors: fixed values are edge colours for the verifier, so an IR
+    compiled with ``draw=False`` (counts only) is refused with ``ValueError``."""
+    require_drawn(ir, "check_ir")
     t0 = time.perf_counter()
     ug = expand(ir)
     t1 = time.perf_counter()

@@ -143,12 +143,16 @@ def main() -> None:
 @set_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def show(spec: str, overrides: tuple[str, ...], as_json: bool) -> None:
-    """Print the layers of SPEC with trainable / fixed / buffer counts per layer."""
+    """Print the layers of SPEC with trainable / fixed / buffer counts per layer.
+
+    Counts come from the IR's shapes and the passes' decisions, compiled without drawing any
+    mask, fixed value or weight (and without importing torch): exactly the counts of the built
+    model.  Conditions on drawn values (FiGLU's F) are checked by `check` and `compile`.
+    """
     from asymspec.compiler import compile_ir
     from asymspec.paramtable import format_table, ir_parameter_table, totals
 
-    _threads()
-    ir = compile_ir(spec, overrides)  # counts come from the IR: no weight is allocated
+    ir = compile_ir(spec, overrides, draw=False)
     rows = ir_parameter_table(ir)
     if as_json:
         click.echo(json.dumps({"layers": [r.as_dict() for r in rows], "totals": totals(rows)},

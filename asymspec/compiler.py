@@ -34,12 +34,19 @@ def as_spec(spec: SpecLike, overrides: Sequence[str] | None = None) -> Spec:
     return load_spec(spec, overrides=list(overrides) if overrides else None)
 
 
-def compile_ir(spec: SpecLike, overrides: Sequence[str] | None = None) -> IRGraph:
+def compile_ir(spec: SpecLike, overrides: Sequence[str] | None = None,
+               draw: bool = True) -> IRGraph:
     """The IR of ``spec`` after all asymmetry passes (the single source of truth).
 
     ``spec`` is a path, YAML text, a dict or a :class:`Spec`.  A model over
     :data:`~asymspec.spec.limits.MAX_PARAMS` entries is rejected (located :class:`SpecError`)
     before the passes allocate masks or fixed values.
+
+    ``draw=False`` makes every pass decision but draws no random tensor (masks, fixed values,
+    noise, fixed biases are :class:`~asymspec.ir.deferred.Deferred` placeholders) and imports
+    no torch: enough for parameter counts (``asymspec show``), not for emitting or checking.
+    Conditions on drawn values (FiGLU's F without zero or repeated entries) are then not
+    checked.
     """
     s = as_spec(spec, overrides)
     program = expand_model(s.data["model"])
@@ -48,7 +55,7 @@ def compile_ir(spec: SpecLike, overrides: Sequence[str] | None = None) -> IRGrap
     if too_big is not None:
         message, layer, _ = too_big
         raise s.error(ir.node(layer).get("source") or ("model",), message)
-    ir = run_passes(ir, s.data.get("asymmetry"), s.error)
+    ir = run_passes(ir, s.data.get("asymmetry"), s.error, draw=draw)
     ir.g.graph["spec"] = s
     return ir
 

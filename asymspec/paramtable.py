@@ -1,8 +1,9 @@
 """Per-layer parameter counts: trainable, frozen and buffer entries (cf. Lim et al. Table 5).
 
 Two ways to count, which agree (a test checks every shipped spec): :func:`parameter_table` reads
-an emitted module; :func:`ir_parameter_table` reads the IR alone, so ``asymspec show`` prints
-counts without allocating or initialising any weight.
+an emitted module; :func:`ir_parameter_table` reads the IR alone — even one compiled with
+``draw=False`` — so ``asymspec show`` prints counts without importing torch, allocating or
+initialising any weight.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
+
+from asymspec.ir.deferred import mask_count
 
 if TYPE_CHECKING:
     from asymspec.ir.graph import IRGraph
@@ -65,7 +68,8 @@ def ir_parameter_table(ir: IRGraph) -> list[ParamRow]:
     frozen buffer; a partly masked one holds the weight plus ``weight_mask`` and
     ``weight_fixed``; syre noise is a ``weight_offset`` buffer; a frozen bias is a buffer;
     a layer sharing another's weight holds nothing; norms hold affine parameters and (batch
-    norm) running statistics.
+    norm) running statistics.  ``ir`` may be drawn or compiled with ``draw=False`` (deferred
+    masks count their trainable entries): the rows are the same.
     """
     rows = []
     for name in ir.topo_order():
@@ -81,7 +85,7 @@ def ir_parameter_table(ir: IRGraph) -> list[ParamRow]:
             if mask is None:
                 trainable += n
             else:
-                free = int(mask.sum())
+                free = mask_count(mask)
                 if free == 0:
                     fixed += n
                 else:

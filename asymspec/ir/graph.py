@@ -41,6 +41,9 @@ Edge attributes (edge ``u -> v`` means ``v`` reads ``u``):
 ``mask``      ``None`` (all entries trainable) or a bool tensor, True = trainable
 ``fixed``     ``None`` or float32 tensor of the values used where ``mask`` is False
 ``offset``    ``None`` or float32 tensor added to every entry (syre noise)
+              (in an IR compiled with ``draw=False`` — graph attribute ``drawn`` False — masks,
+              fixed values, offsets and fixed biases are :class:`asymspec.ir.deferred.Deferred`
+              placeholders of the same shapes: counts only)
 ``index``     for map edges: int64 numpy array (size of ``v``,)
 ``decided_by`` list of pass names that changed the edge
 
@@ -50,11 +53,13 @@ Effective weight of a dense edge: ``where(mask, W, fixed) + offset``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where tensors are used: counting (``show``) needs none
+    import torch
 
 LAYOUTS = ("vector", "image", "tokens", "edges")
 
@@ -205,6 +210,8 @@ class IRGraph:
     # ------------------------------------------------------------------ summaries
     def effective_weight(self, src: str, dst: str, weight: torch.Tensor) -> torch.Tensor:
         """The weight a forward pass uses, given the raw trainable tensor."""
+        import torch
+
         d = self.edge(src, dst)
         w = weight
         if d["mask"] is not None:

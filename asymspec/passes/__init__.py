@@ -3,6 +3,12 @@
 Passes run in a fixed order (:data:`ORDER`) whatever the order in the spec, so results do not
 depend on YAML key order: biases first, then masks (W-Asym), then noise (syre), then FiGLU,
 whose own fixed maps the earlier passes must not touch.
+
+Each pass takes ``draw``: with ``draw=False`` it makes every decision (selection, settings, the
+nodes and edges it adds, shape-level checks) but stores
+:class:`~asymspec.ir.deferred.Deferred` placeholders instead of drawing masks, fixed values and
+noise, and imports no torch (``asymspec show`` counts parameters that way).  Decisions never
+depend on drawn values, so both modes give the same structure and counts.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import warnings
 from collections.abc import Callable
 
 from asymspec.errors import SpecWarning
+from asymspec.ir.deferred import DRAWN_KEY
 from asymspec.ir.graph import IRGraph
 from asymspec.passes import fixed_bias, sigma_asym, syre, w_asym
 from asymspec.passes.select import unmatched_globs
@@ -24,9 +31,12 @@ PASSES: dict[str, Callable] = {
 ORDER = ("fixed_bias", "w_asym", "syre", "sigma_asym")
 
 
-def run_passes(ir: IRGraph, asymmetry: dict | str | None, error) -> IRGraph:
-    """Apply every method configured in ``asymmetry`` to a copy of ``ir``."""
+def run_passes(ir: IRGraph, asymmetry: dict | str | None, error, draw: bool = True) -> IRGraph:
+    """Apply every method configured in ``asymmetry`` to a copy of ``ir`` (``draw=False``:
+    decisions only, random tensors left :class:`~asymspec.ir.deferred.Deferred`)."""
     ir = ir.copy()
+    if not draw:
+        ir.g.graph[DRAWN_KEY] = False
     if not asymmetry or asymmetry == "none":
         return ir
     seed = int(asymmetry.get("seed", 0))
@@ -35,7 +45,7 @@ def run_passes(ir: IRGraph, asymmetry: dict | str | None, error) -> IRGraph:
         cfg = asymmetry.get(name)
         if cfg is None:
             continue
-        changed = PASSES[name](ir, cfg, seed, error)
+        changed = PASSES[name](ir, cfg, seed, error, draw)
         ir.g.graph["passes"].append({"pass": name, "layers": changed})
     sync_shared(ir)
     return ir

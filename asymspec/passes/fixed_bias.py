@@ -7,17 +7,16 @@ for the verifier and the LMC experiment.
 
 from __future__ import annotations
 
-import torch
-
+from asymspec.ir.deferred import Deferred
 from asymspec.ir.graph import IRGraph
 from asymspec.passes.select import require_finite, settings_for
-from asymspec.seeding import generator
 
 NAME = "fixed_bias"
 FIELDS = ("k",)
 
 
-def apply(ir: IRGraph, cfg: dict, seed: int, error) -> list[str]:
+def apply(ir: IRGraph, cfg: dict, seed: int, error, draw: bool = True) -> list[str]:
+    """Freeze the selected trainable biases (``draw=False``: as deferred placeholders)."""
     changed = []
     for name in list(ir.g.nodes):
         node = ir.node(name)
@@ -27,10 +26,22 @@ def apply(ir: IRGraph, cfg: dict, seed: int, error) -> list[str]:
         if s is None:
             continue
         k = float(s.get("k", 1.0))
-        u = torch.rand(node["size"], generator=generator(seed, NAME, "bias", name))
-        node["bias"] = (2 * u - 1) * k
-        require_finite(node["bias"], name, "k", k,
-                       ("asymmetry", NAME) + s["_source"].get("k", ("k",)), error)
+        if draw:
+            node["bias"] = _draw(node["size"], k, seed, name)
+            require_finite(node["bias"], name, "k", k,
+                           ("asymmetry", NAME) + s["_source"].get("k", ("k",)), error)
+        else:
+            node["bias"] = Deferred((node["size"],))
         node.setdefault("asymmetry", {})[NAME] = {"k": k}
         changed.append(name)
     return changed
+
+
+def _draw(size: int, k: float, seed: int, layer: str):
+    """U(-k, k) biases from the layer's own stream."""
+    import torch
+
+    from asymspec.seeding import generator
+
+    u = torch.rand(size, generator=generator(seed, NAME, "bias", layer))
+    return (2 * u - 1) * k

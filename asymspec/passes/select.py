@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def settings_for(name: str, cfg: dict[str, Any], fields: tuple[str, ...]) -> dict | None:
@@ -36,7 +37,10 @@ def settings_for(name: str, cfg: dict[str, Any], fields: tuple[str, ...]) -> dic
 def require_finite(values: torch.Tensor, layer: str, field: str, scale: float, where: tuple,
                    error) -> None:
     """Fixed values, noise and biases are float32: a scale that overflows it (``kappa: 1e308``)
-    would make them ±inf and every forward NaN, so it is a located spec error."""
+    would make them ±inf and every forward NaN, so it is a located spec error (the loader
+    already refuses scales that could overflow: this is the check on the values drawn)."""
+    import torch
+
     if not bool(torch.isfinite(values).all()):
         raise error(where, f"layer '{layer}': {field}={scale:g} overflows float32 (the fixed "
                     f"values become infinite); use a {field} below about 1e37")

@@ -10,19 +10,24 @@ whose weight edge is entirely fixed to ``F`` — so the verifier sees F's values
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+from asymspec.ir.deferred import Deferred
 from asymspec.ir.graph import IRGraph
 from asymspec.passes.select import settings_for
-from asymspec.seeding import generator
+
+if TYPE_CHECKING:
+    import torch
 
 NAME = "sigma_asym"
 FIELDS = ("f_std", "scale")
 
 
-def apply(ir: IRGraph, cfg: dict, seed: int, error) -> list[str]:
+def apply(ir: IRGraph, cfg: dict, seed: int, error, draw: bool = True) -> list[str]:
+    """Replace the selected activations by FiGLU (``draw=False``: F left a deferred
+    placeholder, the added nodes and edges as with ``draw=True``)."""
     changed = []
     for name in list(ir.g.nodes):
         node = ir.node(name)
@@ -38,9 +43,17 @@ def apply(ir: IRGraph, cfg: dict, seed: int, error) -> list[str]:
             std /= math.sqrt(d)
         image = node["layout"] == "image"
         shape = (d, d, 1, 1) if image else (d, d)
-        F = torch.randn(shape, generator=generator(seed, NAME, "F", name)) * std
-        _require_distinct_nonzero(F, name, given, ("asymmetry", NAME) + s["_source"].get(
-            "f_std", ("f_std",)), error)
+        if draw:
+            import torch
+
+            from asymspec.seeding import generator
+
+            F = torch.randn(shape, generator=generator(seed, NAME, "F", name)) * std
+            _require_distinct_nonzero(F, name, given, ("asymmetry", NAME) + s["_source"].get(
+                "f_std", ("f_std",)), error)
+            mask = torch.zeros(shape, dtype=torch.bool)
+        else:
+            F, mask = Deferred(shape), Deferred(shape, "mask", 0)
         f_name, g_name = f"{name}_F", f"{name}_gate"
         op = "conv2d" if image else "linear"
         attrs = ({"kernel_size": 1, "stride": 1, "padding": 0, "in_channels": d} if image
@@ -49,7 +62,7 @@ def apply(ir: IRGraph, cfg: dict, seed: int, error) -> list[str]:
                     attrs=attrs, source=node["source"], added_by=NAME)
         ir.add_dense_edge(x, f_name, shape)
         e = ir.edge(x, f_name)
-        e["mask"] = torch.zeros(shape, dtype=torch.bool)
+        e["mask"] = mask
         e["fixed"] = F
         e["decided_by"].append(NAME)
         ir.add_node(g_name, "activation", [f_name], d, node["shape"], node["layout"],
@@ -73,6 +86,8 @@ def _require_distinct_nonzero(F: torch.Tensor, layer: str, std: float, where: tu
     sufficient condition and fails in float32 for large layers (birthday collisions), so the
     exact test used is another sufficient one: the rows of F are pairwise distinct as
     multisets of values (so P2 = I), and so are the columns (so P1 = I)."""
+    import torch
+
     d = F.shape[0]
     M = F.reshape(d, -1)
     if not bool(torch.isfinite(M).all()):

@@ -6,17 +6,16 @@ layer gets its own fixed value, so its edges all carry distinct colours for the 
 
 from __future__ import annotations
 
-import torch
-
+from asymspec.ir.deferred import Deferred
 from asymspec.ir.graph import IRGraph
 from asymspec.passes.select import require_finite, settings_for
-from asymspec.seeding import generator
 
 NAME = "syre"
 FIELDS = ("kappa",)
 
 
-def apply(ir: IRGraph, cfg: dict, seed: int, error) -> list[str]:
+def apply(ir: IRGraph, cfg: dict, seed: int, error, draw: bool = True) -> list[str]:
+    """Give every selected weight its fixed noise (``draw=False``: a deferred placeholder)."""
     changed = []
     for _, dst, edge in list(ir.dense_edges()):
         if ir.node(dst)["shares"] or ir.node(dst)["added_by"] is not None:
@@ -25,10 +24,18 @@ def apply(ir: IRGraph, cfg: dict, seed: int, error) -> list[str]:
         if s is None or float(s.get("kappa", 1.0)) == 0.0:
             continue
         kappa = float(s.get("kappa", 1.0))
-        noise = torch.randn(edge["weight_shape"], generator=generator(seed, NAME, "noise", dst))
-        edge["offset"] = noise * kappa
-        require_finite(edge["offset"], dst, "kappa", kappa,
-                       ("asymmetry", NAME) + s["_source"].get("kappa", ("kappa",)), error)
+        if draw:
+            import torch
+
+            from asymspec.seeding import generator
+
+            noise = torch.randn(edge["weight_shape"],
+                                generator=generator(seed, NAME, "noise", dst))
+            edge["offset"] = noise * kappa
+            require_finite(edge["offset"], dst, "kappa", kappa,
+                           ("asymmetry", NAME) + s["_source"].get("kappa", ("kappa",)), error)
+        else:
+            edge["offset"] = Deferred(tuple(edge["weight_shape"]))
         edge["decided_by"].append(NAME)
         ir.node(dst).setdefault("asymmetry", {})[NAME] = {"kappa": kappa}
         changed.append(dst)

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+from asymspec.ir.deferred import Deferred
 from asymspec.ir.graph import IRGraph
 from asymspec.passes.select import require_finite, settings_for
-from asymspec.seeding import generator
+
+if TYPE_CHECKING:
+    import torch
 
 NAME = "w_asym"
 FIELDS = ("nfix", "kappa", "mode")
@@ -31,6 +34,8 @@ def distinct_subsets(n: int, k: int, rows: int, gen: torch.Generator) -> np.ndar
     and sampled without replacement; otherwise random subsets are drawn and duplicates redrawn
     (expected redraws are tiny when comb(n, k) >> rows).
     """
+    import torch
+
     total = math.comb(n, k)
     if total <= MAX_ENUMERATE and total <= 8 * rows:
         combos = np.array(list(itertools.combinations(range(n), k)), dtype=np.int64)
@@ -48,7 +53,9 @@ def distinct_subsets(n: int, k: int, rows: int, gen: torch.Generator) -> np.ndar
         out[dup] = np.sort(redraw.numpy().astype(np.int64), axis=1)
 
 
-def apply(ir: IRGraph, cfg: dict, seed: int, error) -> list[str]:
+def apply(ir: IRGraph, cfg: dict, seed: int, error, draw: bool = True) -> list[str]:
+    """Mask the selected weights (``draw=False``: deferred placeholders whose trainable count is
+    the weight's size less ``nfix`` entries — or ``nfix`` whole filters — per output unit)."""
     changed = []
     for _, dst, edge in list(ir.dense_edges()):
         node = ir.node(dst)
@@ -72,20 +79,38 @@ def apply(ir: IRGraph, cfg: dict, seed: int, error) -> list[str]:
             raise error(where, f"layer '{dst}': only C({n}, {nfix}) = {math.comb(n, nfix)} "
                         f"distinct masks exist for {out} output units; distinct rows are "
                         f"impossible (change nfix)")
-        rows = distinct_subsets(n, nfix, out, generator(seed, NAME, "mask", dst))
-        fixed_flat = np.zeros((out, n), dtype=bool)
-        np.put_along_axis(fixed_flat, rows, True, axis=1)
-        fixed_pos = torch.from_numpy(fixed_flat)
-        if filters:
-            fixed_pos = fixed_pos[:, :, None, None].expand(shape).clone()
+        if draw:
+            edge["mask"], edge["fixed"] = _draw(shape, n, nfix, kappa, filters, seed, dst)
+            require_finite(edge["fixed"], dst, "kappa", kappa,
+                           ("asymmetry", NAME) + s["_source"].get("kappa", ("kappa",)), error)
         else:
-            fixed_pos = fixed_pos.reshape(shape)
-        values = torch.randn(shape, generator=generator(seed, NAME, "values", dst)) * kappa
-        require_finite(values, dst, "kappa", kappa,
-                       ("asymmetry", NAME) + s["_source"].get("kappa", ("kappa",)), error)
-        edge["mask"] = ~fixed_pos
-        edge["fixed"] = torch.where(fixed_pos, values, torch.zeros(()))
+            # every row fixes nfix of its n entries (or filters of kernel_size**2 entries each)
+            per_entry = math.prod(shape[2:]) if filters else 1
+            trainable = math.prod(shape) - out * nfix * per_entry
+            edge["mask"] = Deferred(tuple(shape), "mask", trainable)
+            edge["fixed"] = Deferred(tuple(shape))
         edge["decided_by"].append(NAME)
         node.setdefault("asymmetry", {})[NAME] = {"nfix": nfix, "kappa": kappa, "mode": mode}
         changed.append(dst)
     return changed
+
+
+def _draw(shape: tuple[int, ...], n: int, nfix: int, kappa: float, filters: bool, seed: int,
+          layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's mask (True = trainable) and fixed values (zero where trainable), each from
+    its own named stream."""
+    import torch
+
+    from asymspec.seeding import generator
+
+    out = shape[0]
+    rows = distinct_subsets(n, nfix, out, generator(seed, NAME, "mask", layer))
+    fixed_flat = np.zeros((out, n), dtype=bool)
+    np.put_along_axis(fixed_flat, rows, True, axis=1)
+    fixed_pos = torch.from_numpy(fixed_flat)
+    if filters:
+        fixed_pos = fixed_pos[:, :, None, None].expand(shape).clone()
+    else:
+        fixed_pos = fixed_pos.reshape(shape)
+    values = torch.randn(shape, generator=generator(seed, NAME, "values", layer)) * kappa
+    return ~fixed_pos, torch.where(fixed_pos, values, torch.zeros(()))

@@ -15,6 +15,11 @@ from typing import Any
 from asymspec.spec.limits import size_problems
 
 _FLOAT_MAX = 1.7976931348623157e308
+_FLOAT32_MAX = 3.4028234663852886e38
+# The largest |value| a unit-scale draw can have: fixed biases are U(-1, 1); W-Asym values, syre
+# noise and F are torch.randn, whose Box-Muller draws stay below sqrt(-2 ln 2**-53) ~ 8.6.  A
+# scale times this bound that exceeds float32's range could give infinite fixed values.
+_DRAW_BOUND = {"k": 1.0, "kappa": 10.0, "f_std": 10.0}
 
 Path = tuple[str | int, ...]
 
@@ -59,8 +64,10 @@ def semantic_problems(data: dict[str, Any]) -> Iterator[tuple[tuple[Path, ...], 
 
 def _finite_scales(data: dict[str, Any]) -> Iterator[tuple[tuple[Path, ...], str]]:
     """Every number under ``asymmetry`` must be finite: an infinite kappa / f_std / k makes every
-    fixed value ±inf and the forward NaN.  (Finite but overflowing values are caught by the
-    passes, which check the float32 values they draw.)"""
+    fixed value ±inf and the forward NaN.  Scales whose draws could overflow float32, and an
+    ``f_std`` of 0, are refused here too (see :func:`_scale_problems`), so that ``show``, which
+    draws nothing, refuses what ``check`` and ``compile`` would; the passes still check the
+    float32 values they draw."""
     asym = data.get("asymmetry")
     if not isinstance(asym, dict):
         return
@@ -73,7 +80,29 @@ def _finite_scales(data: dict[str, Any]) -> Iterator[tuple[tuple[Path, ...], str
             stack.extend((path + (i,), v) for i, v in reversed(list(enumerate(node))))
         elif isinstance(node, float) and not math.isfinite(node):
             yield (path,), f"must be a finite number, got {node}"
+        elif isinstance(node, (int, float)) and not isinstance(node, bool) and \
+                abs(node) <= _FLOAT_MAX:
+            yield from _scale_problems(path, node)
         elif isinstance(node, int) and not isinstance(node, bool) and path[-1] != "seed" \
                 and abs(node) > _FLOAT_MAX:
             digits = int(abs(node).bit_length() * 0.30103)
             yield (path,), f"about 10^{digits} is beyond the range of a float (max ~1.8e308)"
+
+
+def _scale_problems(path: Path, value: float) -> Iterator[tuple[tuple[Path, ...], str]]:
+    """A ``kappa`` / ``f_std`` / ``k`` whose largest possible draw overflows float32 (every
+    seed's values could become infinite, the forward NaN), or ``f_std: 0`` (F = 0: FiGLU is x/2
+    and any invertible map of the layer is a symmetry; Lim et al. Prop. 2 needs F without zero
+    entries)."""
+    key = path[-1]
+    bound = _DRAW_BOUND.get(key) if isinstance(key, str) else None
+    if bound is None:
+        return
+    if abs(value) * bound > _FLOAT32_MAX:
+        limit = _FLOAT32_MAX / bound
+        yield (path,), (f"{key}={value:g} overflows float32 (fixed values of that scale can be "
+                        f"infinite); use a {key} below {limit:.3g}")
+    elif key == "f_std" and value == 0:
+        yield (path,), ("f_std=0 makes F all zero entries, so FiGLU is x/2 and every invertible "
+                        "map of the layer is a symmetry (Lim et al. Prop. 2 needs F without zero "
+                        "entries); use a positive f_std")
