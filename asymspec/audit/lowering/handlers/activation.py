@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from asymspec.audit.lowering.context import Call
+from asymspec.audit.lowering.handlers import rope
 from asymspec.audit.lowering.registry import handles
-from asymspec.audit.lowering.values import Feat, Raw, Unsupported, _flat_values, _qual_key
+from asymspec.audit.lowering.values import Feat, Raw, Split, Unsupported, _flat_values, _qual_key
 
 # ---------------------------------------------------------------- activations
 _ACT_MODULES = {
@@ -70,10 +71,26 @@ def _tensor_only_first(al, n) -> None:
             raise Unsupported("elementwise function with several tensor operands")
 
 
+def _split_reduction_ok(c: Call, fn: str) -> None:
+    """softmax / normalize of split heads along the heads axis mixes the heads' dimensions
+    unit by unit: not equivariant under per-head dimension permutations."""
+    if fn not in ("softmax", "log_softmax", "normalize"):
+        return
+    x = c.args[0]
+    nd = c.real_args[0].dim()
+    pos, default = (2, 1) if fn == "normalize" else (1, None)  # normalize(x, p, dim)
+    dim = c.real_args[pos] if len(c.real_args) > pos else c.real_kwargs.get("dim", default)
+    if not isinstance(dim, int) or dim % nd == x.haxis:
+        raise Unsupported(f"{fn} of split heads across the heads axis")
+
+
 @handles(*_ACT_FUNCS)
 def _f_act(c: Call):
     L, n, al, ar, out = c.lowerer, c.node, c.args, c.real_args, c.out
     _tensor_only_first(al, n)
+    if isinstance(al[0], Split):  # inside attention heads (RoPE's -x2)
+        _split_reduction_ok(c, _ACT_FUNCS[n.target])
+        return rope.elementwise(L, n.name, al[0], out, _ACT_FUNCS[n.target])
     x = L.feat(al[0], ar[0])
     return L.elementwise(n.name, "activation", x, out, attrs={"fn": _ACT_FUNCS[n.target]})
 
@@ -82,5 +99,8 @@ def _f_act(c: Call):
 def _meth_act(c: Call):
     L, n, al, ar, out = c.lowerer, c.node, c.args, c.real_args, c.out
     _tensor_only_first(al, n)
+    if isinstance(al[0], Split):
+        _split_reduction_ok(c, _ACT_METHODS[n.target])
+        return rope.elementwise(L, n.name, al[0], out, _ACT_METHODS[n.target])
     x = L.feat(al[0], ar[0])
     return L.elementwise(n.name, "activation", x, out, attrs={"fn": _ACT_METHODS[n.target]})

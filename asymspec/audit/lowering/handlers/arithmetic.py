@@ -9,10 +9,19 @@ import torch
 import torch.fx as fx
 
 from asymspec.audit.lowering.context import Call
+from asymspec.audit.lowering.handlers import heads, rope
 from asymspec.audit.lowering.handlers.shape import _tie
 from asymspec.audit.lowering.interpreter import Lowerer
 from asymspec.audit.lowering.registry import handles
-from asymspec.audit.lowering.values import Feat, Raw, Split, Unsupported, _opaque_like, _target_name
+from asymspec.audit.lowering.values import (
+    Feat,
+    Packed,
+    Raw,
+    Split,
+    Unsupported,
+    _opaque_like,
+    _target_name,
+)
 
 # ---------------------------------------------------------------- binary elementwise
 _BINARY = {
@@ -29,13 +38,15 @@ _BINARY_METHODS = {"add": "add", "add_": "add", "sub": "add", "sub_": "add", "mu
 def _binary(L: Lowerer, n, op: str, al, ar, out):
     if op is None:
         raise Unsupported("where() of features")
-    splits = [v for v in al[:2] if isinstance(v, Split)]
-    if splits:  # scaling split heads by a python scalar (q * d ** -0.5): same units
-        if len(splits) == 1 and all(isinstance(r, (int, float)) for r in ar[:2]
-                                    if not isinstance(r, torch.Tensor)) and \
-                sum(isinstance(r, torch.Tensor) for r in ar[:2]) == 1:
-            return splits[0]
-        raise Unsupported("arithmetic on split attention heads")
+    if any(isinstance(v, (Split, Packed)) for v in al[:2]):
+        # per-head products (graph attention: a . x' logits, alpha_h * x'_j messages)
+        done = heads.binary(L, n, op, list(al[:2]), list(ar[:2]), out)
+        if done is not None:
+            return done
+        # inside attention heads: scaling, RoPE's cos / sin tables, sums of rotated halves
+        if any(isinstance(v, Feat) for v in al[:2]):
+            raise Unsupported("split attention heads combined with unsplit features")
+        return rope.binary(L, n, op, list(al[:2]), list(ar[:2]), out)
     operands = [(v, r) for v, r in zip(al[:2], ar[:2])]
     feats = [(v, r) for v, r in operands if isinstance(v, Feat)]
     if not feats:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asymspec.audit.lowering.context import Call
+from asymspec.audit.lowering.handlers import rope
 from asymspec.audit.lowering.handlers.linear import _module_of
 from asymspec.audit.lowering.handlers.shape import _tie
 from asymspec.audit.lowering.interpreter import Lowerer
@@ -169,29 +170,57 @@ def _m_encoder(c: Call):
 
 @handles(F.scaled_dot_product_attention)
 def _f_sdpa(c: Call):
+    """``F.scaled_dot_product_attention`` on split heads (batch, heads, tokens, head_dim).
+
+    Grouped-query attention (``enable_gqa=True``, or fewer key/value heads reaching SDPA already
+    repeated by ``repeat_kv``): query head ``h`` reads key/value head ``h // n_rep``; each
+    key/value head is repeated into a node of query-head layout (:func:`rope.repeat_heads`), so
+    the attention node pairs query head ``h`` with its copy.  The unit graph then admits
+    exactly: permutations of the key/value heads carrying their query-head groups, permutations
+    of the query heads within a group (their copies are indistinguishable), one permutation of a
+    key/value head's key dims shared by all query heads of its group (before RoPE constrains
+    it), and one of its value dims, which every query head of the group passes to ``o_proj``."""
     L, n, al, kl = c.lowerer, c.node, c.args, c.kwargs
     ar, kr, out = c.real_args, c.real_kwargs, c.out
-    q, k, v = (_arg(al, kl, i, nm) for i, nm in enumerate(("query", "key", "value")))
-    if not all(isinstance(t, Split) for t in (q, k, v)):
-        raise Unsupported("q, k, v are not (batch, heads, tokens, head_dim) projections")
+    names = ("query", "key", "value")
     nd = out.dim()
+    base = _module_of(L, n) or n.name
+    q, k, v = (_as_heads(L, base, nm, _arg(al, kl, i, nm), _arg(ar, kr, i, nm), nd)
+               for i, nm in enumerate(names))
     for t in (q, k, v):
-        if t.haxis != nd - 3 or t.daxis != nd - 1 or t.heads != q.heads:
+        if t.haxis != nd - 3 or t.daxis != nd - 1:
             raise Unsupported("unexpected head layout")
     if any(isinstance(x, (Feat, Split)) for x in _flat_values(list(al[3:]) + list(kl.values()))):
         raise Unsupported("attention mask computed from features")
-    if _arg(ar, kr, 7, "enable_gqa", False):
-        raise Unsupported("grouped-query attention")
+    if k.heads != q.heads or v.heads != q.heads:
+        if not _arg(ar, kr, 7, "enable_gqa", False) or k.heads != v.heads \
+                or q.heads % k.heads:
+            raise Unsupported("query and key / value head counts differ")
+        n_rep = q.heads // k.heads
+        kr_, vr_ = _arg(ar, kr, 1, "key"), _arg(ar, kr, 2, "value")
+        k = rope.repeat_heads(L, _qual_key(base, "k_rep"), k, n_rep, kr_, k.haxis, k.daxis)
+        v = rope.repeat_heads(L, _qual_key(base, "v_rep"), v, n_rep, vr_, v.haxis, v.daxis)
     nodes = [q.node, k.node, v.node]
-    shapes = {L.ir.node(x)["shape"] for x in nodes}
-    if len(shapes) != 1:
-        raise Unsupported("cross-attention with different query / key lengths")
     size = L.ir.node(q.node)["size"]
-    base = _module_of(L, n) or n.name
-    att = L.unique(_qual_key(base, "attn") if base != n.name else n.name)
-    src = L.ir.node(q.node)
-    L.ir.add_node(att, "attention", nodes, size, src["shape"], src["layout"],
-                  attrs={"heads": q.heads}, source=(L.where(),))
+    if any(L.ir.node(x)["size"] != size for x in nodes):
+        raise Unsupported("value head_dim differs from the query / key head_dim")
+    att = L.add_node(_qual_key(base, "attn") if base != n.name else n.name, "attention", nodes,
+                     size, out, nd - 1, attrs={"heads": q.heads})
     for i, x in enumerate(nodes):
         L.ir.add_attention_edge(x, att, i)
     return Split(att, q.haxis, q.daxis, q.heads)
+
+
+def _as_heads(L: Lowerer, base: str, tag: str, x, real, nd: int) -> Split:
+    """An SDPA operand as split heads.  A single head's projection is never split by its
+    ``view`` (one head of ``dh`` channels is just ``dh`` channels), so it arrives as features on
+    the last axis; multi-query attention then broadcasts it over the heads axis (``repeat_kv``
+    of one key/value head only grows a non-channel axis).  Such an operand is one head repeated
+    over the heads axis: every head sees the same permutation of its ``dh`` units."""
+    if isinstance(x, Split):
+        return x
+    if not isinstance(x, Feat) or x.cdim != nd - 1 or real.dim() != nd or nd < 3:
+        raise Unsupported("q, k, v are not (batch, heads, tokens, head_dim) projections")
+    one = Split(x.node, nd - 3, nd - 1, 1)
+    return rope.repeat_heads(L, _qual_key(base, f"{tag}_heads"), one, int(real.shape[nd - 3]),
+                             real, nd - 3, nd - 1)

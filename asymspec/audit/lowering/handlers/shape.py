@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import operator
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asymspec.audit.lowering.context import Call
+from asymspec.audit.lowering.handlers import rope
 from asymspec.audit.lowering.handlers.activation import _tensor_only_first
 from asymspec.audit.lowering.handlers.linear import _module_of
 from asymspec.audit.lowering.interpreter import Lowerer
@@ -107,7 +109,12 @@ def _reshape(L: Lowerer, base: str, x_low, x_real, out):
                     name = L.add_node(base, "shuffle", [x_low.node], size, out, k)
                     L.ir.add_map_edge(x_low.node, name, index)
                     return Feat(name, k)
+        moved = _split_axes_after_reshape(ins, outs, x_low)
+        if moved is not None:
+            return moved
         raise Unsupported(f"reshape of split channels {list(ins)} -> {list(outs)}")
+    if isinstance(x_low, Packed):
+        return _reshape_packed(L, base, x_low, ins, outs, out)
     if not isinstance(x_low, Feat):
         return x_low
     m = reshape_map(ins, outs, x_low.cdim)
@@ -139,6 +146,100 @@ def _reshape(L: Lowerer, base: str, x_low, x_real, out):
     return Feat(name, k)
 
 
+def _axis_after_reshape(ins: tuple, outs: tuple, a: int) -> int | None:
+    """Where axis ``a`` of a tensor of shape ``ins`` lands after a reshape to ``outs`` when it
+    survives whole (same size, same number of elements before it); None if it does not or the
+    answer is ambiguous (a size-1 axis among others)."""
+    before = math.prod(ins[:a])
+    hits = [k for k in range(len(outs)) if outs[k] == ins[a] and math.prod(outs[:k]) == before]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _split_axes_after_reshape(ins: tuple, outs: tuple, x: Split) -> Split | None:
+    h, d = _axis_after_reshape(ins, outs, x.haxis), _axis_after_reshape(ins, outs, x.daxis)
+    if h is None or d is None or h == d:
+        return None
+    return Split(x.node, h, d, x.heads)
+
+
+def _reshape_packed(L: Lowerer, base: str, x: Packed, ins: tuple, outs: tuple, out) -> Any:
+    """A packed / repeated tensor (parts along ``paxis``, each a split tensor) reshaped: axes
+    that survive whole keep their roles; the parts axis merged with the heads axis gives one
+    split tensor whose heads are (head, part) pairs -- ``repeat_kv``'s
+    ``x[:, :, None].expand(b, kv, n_rep, t, d).reshape(b, kv * n_rep, t, d)``."""
+    p = x.paxis
+    s0 = x.parts[0]
+    if any((s.haxis, s.daxis, s.heads) != (s0.haxis, s0.daxis, s0.heads) for s in x.parts):
+        raise Unsupported("reshape of a packed projection with mixed head layouts")
+    ax = [_axis_after_reshape(ins, outs, a) for a in (p, s0.haxis, s0.daxis)]
+    if None not in ax and len(set(ax)) == 3:
+        return Packed([Split(s.node, ax[1], ax[2], s.heads) for s in x.parts], ax[0])
+    h = s0.haxis
+    d = _axis_after_reshape(ins, outs, s0.daxis)
+    if abs(h - p) != 1 or d is None:
+        raise Unsupported(f"reshape of a packed projection {list(ins)} -> {list(outs)}")
+    lo = min(h, p)
+    merged = [k for k in range(len(outs)) if outs[k] == ins[h] * ins[p]
+              and math.prod(outs[:k]) == math.prod(ins[:lo])]
+    if len(merged) != 1 or merged[0] == d:
+        raise Unsupported(f"reshape of a packed projection {list(ins)} -> {list(outs)}")
+    k = merged[0]
+    n_parts, heads = len(x.parts), s0.heads
+    if len({s.node for s in x.parts}) == 1:  # the same heads repeated: grouped-query attention
+        return rope.repeat_heads(L, base, s0, n_parts, out, k, d, interleave=h < p)
+    dh = L.size(Feat(s0.node, 0)) // heads
+    total = n_parts * heads * dh
+    name = L.add_node(base, "concat", list(dict.fromkeys(s.node for s in x.parts)), total, out,
+                      d)
+    new = np.arange(n_parts * heads)
+    part, head = (new % n_parts, new // n_parts) if h < p else (new // heads, new % heads)
+    by_src: dict[str, np.ndarray] = {}
+    for i, s in enumerate(x.parts):
+        idx = by_src.setdefault(s.node, np.full(total, -1, dtype=np.int64))
+        for q in np.nonzero(part == i)[0]:
+            idx[q * dh:(q + 1) * dh] = head[q] * dh + np.arange(dh)
+    for slot, (src, idx) in enumerate(by_src.items()):
+        L.ir.add_map_edge(src, name, idx, slot)
+    return Split(name, k, d, n_parts * heads)
+
+
+def _squeeze_map(nd_in: int, nd_out: int, name: str, dims_arg, ins: tuple) -> list[int] | None:
+    """Axis ``a`` of the input -> its position after ``unsqueeze`` / ``squeeze`` with explicit
+    dims (None where it is removed)."""
+    if name == "unsqueeze":
+        d = int(dims_arg) % nd_out
+        return [a + (a >= d) for a in range(nd_in)]
+    if dims_arg is None:
+        drop = {a for a in range(nd_in) if ins[a] == 1}
+    else:
+        ds = [dims_arg] if isinstance(dims_arg, int) else list(dims_arg)
+        drop = {int(a) % nd_in for a in ds if ins[int(a) % nd_in] == 1}
+    out, k = [], 0
+    for a in range(nd_in):
+        out.append(None if a in drop else k)
+        k += a not in drop
+    return out
+
+
+def _squeeze_heads(c: Call, name: str):
+    """``unsqueeze`` / ``squeeze`` of a split or packed tensor: exact axis bookkeeping (a
+    generic reshape cannot tell size-1 axes apart)."""
+    x, ar, kr, out = c.args[0], c.real_args, c.real_kwargs, c.out
+    dims_arg = ar[1] if len(ar) > 1 else kr.get("dim")
+    if name == "unsqueeze" and dims_arg is None:
+        raise Unsupported("unsqueeze without a dim")
+    m = _squeeze_map(ar[0].dim(), out.dim(), name, dims_arg, tuple(ar[0].shape))
+    if isinstance(x, Packed):
+        parts = [(m[s.haxis], m[s.daxis]) for s in x.parts]
+        if m[x.paxis] is None or any(None in pr for pr in parts):
+            raise Unsupported("squeezes a heads / head_dim / parts axis")
+        return Packed([Split(s.node, h, d, s.heads) for s, (h, d) in zip(x.parts, parts)],
+                      m[x.paxis])
+    if m[x.haxis] is None or m[x.daxis] is None:
+        raise Unsupported("squeezes the heads / head_dim axis")
+    return Split(x.node, m[x.haxis], m[x.daxis], x.heads)
+
+
 @handles(nn.Flatten, nn.Unflatten)
 def _m_flatten(c: Call):
     L, qual, al, ar, out = c.lowerer, c.qual, c.args, c.real_args, c.out
@@ -149,6 +250,9 @@ def _m_flatten(c: Call):
 def _f_reshape(c: Call):
     L, n, al, ar, out = c.lowerer, c.node, c.args, c.real_args, c.out
     _tensor_only_first(al, n)
+    name = getattr(n.target, "__name__", "")
+    if name in ("squeeze", "unsqueeze") and isinstance(al[0], (Split, Packed)):
+        return _squeeze_heads(c, name)
     return _reshape(L, n.name, al[0], ar[0], out)
 
 
@@ -156,6 +260,8 @@ def _f_reshape(c: Call):
                 "reshape_as")
 def _meth_reshape(c: Call):
     L, n, al, ar, out = c.lowerer, c.node, c.args, c.real_args, c.out
+    if n.target in ("squeeze", "unsqueeze") and isinstance(al[0], (Split, Packed)):
+        return _squeeze_heads(c, n.target)
     return _reshape(L, n.name, al[0], ar[0], out)
 
 
@@ -215,6 +321,12 @@ def _meth_permute(c: Call):
 def _meth_expand(c: Call):
     L, n, al, ar, out = c.lowerer, c.node, c.args, c.real_args, c.out
     x = al[0]
+    if isinstance(x, Packed):
+        if tuple(out.shape) == tuple(ar[0].shape):
+            return x
+        raise Unsupported("expands a packed projection")
+    if isinstance(x, Split):
+        return _expand_split(L, n.name, x, tuple(ar[0].shape), out)
     if not isinstance(x, Feat):
         return x
     new = x.cdim + out.dim() - ar[0].dim()
@@ -225,6 +337,34 @@ def _meth_expand(c: Call):
         L.ir.add_map_edge(x.node, name, np.zeros(out.shape[new], dtype=np.int64))
         return Feat(name, new)
     raise Unsupported("repeats the channel axis")
+
+
+def _expand_split(L: Lowerer, base: str, x: Split, ins: tuple, out):
+    """``expand`` / ``repeat`` of split heads.  Tiling along other axes keeps the units; one
+    size-1 axis grown to n copies becomes n repeated parts (:class:`Packed`, merged into heads
+    by a later reshape: ``repeat_kv``); growing a single head repeats it; anything else
+    (growing or tiling the heads / head_dim axes) is unsupported."""
+    outs = tuple(out.shape)
+    shift = len(outs) - len(ins)
+    if shift < 0:
+        raise Unsupported("expand removes axes")
+    h, d = x.haxis + shift, x.daxis + shift
+    heads, dh = rope.dims(L, x)
+    grown = [a for a in range(len(outs))
+             if (a < shift and outs[a] > 1) or (a >= shift and outs[a] != ins[a - shift])]
+    if d in grown:
+        raise Unsupported("expands / tiles the head_dim axis")
+    if h in grown:
+        if len(grown) == 1 and heads == 1:
+            return rope.repeat_heads(L, base, x, outs[h], out, h, d)
+        raise Unsupported("expands / tiles the heads axis")
+    new = Split(x.node, h, d, heads)
+    fresh = [a for a in grown if a < shift or ins[a - shift] == 1]  # size 1 -> n copies
+    if not fresh:
+        return new
+    if len(fresh) > 1:
+        raise Unsupported("split heads expanded along several axes")
+    return Packed([new] * outs[fresh[0]], fresh[0])
 
 
 def _channel_slice(L: Lowerer, base: str, x: Feat, index: np.ndarray, out, cdim: int) -> Feat:
@@ -244,6 +384,8 @@ def _f_getitem(c: Call):
         return x[idx]
     if isinstance(x, Packed) and isinstance(idx, int) and x.paxis == 0:
         return x.take(idx)  # qkv[0]: the query part
+    if isinstance(x, Split):
+        return _getitem_split(L, n.name, x, ar[0], idx, out)
     if not isinstance(x, Feat):
         raise Unsupported("indexing")
     xr = ar[0]
@@ -289,9 +431,62 @@ def _f_getitem(c: Call):
     return Feat(x.node, out.dim() - (nd - cdim))
 
 
+def _getitem_split(L: Lowerer, base: str, x: Split, xr, idx, out) -> Split:
+    """Basic indexing of split heads (``x[..., :r]``, ``x[:, :, None]``): slices of the heads /
+    head_dim axes select units; integers and tensors there are unsupported."""
+    nd = xr.dim()
+    comps = list(idx) if isinstance(idx, tuple) else [idx]
+    if any(c is Ellipsis for c in comps):
+        i = comps.index(Ellipsis)
+        used = sum(1 for c in comps if c is not None and c is not Ellipsis)
+        comps = comps[:i] + [slice(None)] * (nd - used) + comps[i + 1:]
+    heads, dh = rope.dims(L, x)
+    hsel, dsel = np.arange(heads), np.arange(dh)
+    where: dict[int, int] = {}
+    in_pos = out_pos = 0
+    for c in comps:
+        if c is None:
+            out_pos += 1
+            continue
+        if isinstance(c, int) and in_pos not in (x.haxis, x.daxis):
+            in_pos += 1
+            continue
+        if not isinstance(c, slice):
+            raise Unsupported("indexing of split heads with integers or tensors")
+        if in_pos == x.haxis:
+            hsel = hsel[c]
+        elif in_pos == x.daxis:
+            dsel = dsel[c]
+        where[in_pos] = out_pos
+        in_pos += 1
+        out_pos += 1
+    for a in range(in_pos, nd):
+        where[a] = out_pos + (a - in_pos)
+    return rope.select(L, base, x, hsel, dsel, out, where[x.haxis], where[x.daxis])
+
+
+def _split_heads(L: Lowerer, n, x: Split, x_real, outs, dim: int):
+    """``chunk`` / ``split`` of split heads: along head_dim (GPT-NeoX's packed q | k | v per
+    head) or the heads axis each piece selects units; along other axes every piece keeps
+    them."""
+    heads, dh = rope.dims(L, x)
+    if dim not in (x.haxis, x.daxis):
+        return tuple(Split(x.node, x.haxis, x.daxis, heads) for _ in outs)
+    res, offset = [], 0
+    for i, o in enumerate(outs):
+        k = o.shape[dim]
+        rng = np.arange(offset, offset + k)
+        hsel, dsel = (rng, np.arange(dh)) if dim == x.haxis else (np.arange(heads), rng)
+        res.append(rope.select(L, f"{n.name}.{i}", x, hsel, dsel, o, x.haxis, x.daxis))
+        offset += k
+    return tuple(res)
+
+
 def _split(L: Lowerer, n, x_low, x_real, outs, dim: int):
-    if isinstance(x_low, (Split, Packed)):
-        raise Unsupported("split / chunk of split attention heads")
+    if isinstance(x_low, Split):
+        return _split_heads(L, n, x_low, x_real, outs, dim % x_real.dim())
+    if isinstance(x_low, Packed):
+        raise Unsupported("split / chunk of a packed projection")
     if not isinstance(x_low, Feat):
         return _opaque_like(outs, n)
     dim = dim % x_real.dim()
@@ -338,6 +533,8 @@ def _meth_split(c: Call):
 def _f_pad(c: Call):
     L, n, al, ar, kr, out = c.lowerer, c.node, c.args, c.real_args, c.real_kwargs, c.out
     x = al[0]
+    if isinstance(x, (Split, Packed)):
+        raise Unsupported("padding of split attention heads")
     if not isinstance(x, Feat):
         return _opaque_like(out, n)
     pad = list(_arg(ar, kr, 1, "pad"))
@@ -364,6 +561,8 @@ def _f_cat(c: Call):
     items_l, items_r = list(al[0]), list(ar[0])
     dim = _arg(ar, kr, 1, "dim", 0)
     stack = n.target is torch.stack
+    if any(isinstance(v, (Split, Packed)) for v in items_l):
+        return _cat_heads(L, n, items_l, items_r, dim, stack, out)
     feats = [v for v in items_l if isinstance(v, Feat)]
     if not feats:
         return _opaque_like(out, n) if any(isinstance(v, Raw) and v.kind != "static"
@@ -390,6 +589,29 @@ def _f_cat(c: Call):
         L.ir.add_map_edge(f.node, name, index, i)
         offset += L.size(f)
     return Feat(name, cdim)
+
+
+def _cat_heads(L: Lowerer, n, items_l, items_r, dim: int, stack: bool, out) -> Split:
+    """``torch.cat`` of split heads: along head_dim (rotate_half, rotated | unrotated dims),
+    along the heads axis, or along another axis (tokens: the units are shared)."""
+    if stack or not all(isinstance(v, Split) for v in items_l):
+        raise Unsupported("stacking split heads, or concatenating them with other tensors")
+    nd = out.dim()
+    if any(r.dim() != nd for r in items_r):
+        raise Unsupported("concatenating split heads of different ranks")
+    s0 = items_l[0]
+    if any((s.haxis, s.daxis) != (s0.haxis, s0.daxis) for s in items_l):
+        raise Unsupported("concatenating split heads with different layouts")
+    d = dim % nd
+    base = _module_of(L, n) or n.name
+    if d == s0.daxis:
+        return rope.concat_dims(L, base, list(items_l), out, s0.haxis, s0.daxis)
+    if d == s0.haxis:
+        return rope.concat_heads(L, base, list(items_l), out, s0.haxis, s0.daxis)
+    if len({rope.dims(L, s) for s in items_l}) != 1:
+        raise Unsupported("concatenating split heads of different sizes")
+    f = _tie(L, base, "cat", [Feat(s.node, s.daxis) for s in items_l], out, s0.daxis)
+    return Split(f.node, s0.haxis, s0.daxis, s0.heads)
 
 
 def _tie(L: Lowerer, base: str, op: str, feats: list[Feat], out, cdim: int) -> Feat:
@@ -426,13 +648,19 @@ def _f_roll(c: Call):
     """Shifting / flipping along non-channel axes is channel-wise: the same node."""
     n, al, ar, kr, out = c.node, c.args, c.real_args, c.real_kwargs, c.out
     x = al[0]
-    if not isinstance(x, Feat):
+    if isinstance(x, Packed):
+        raise Unsupported("roll / flip of a packed projection")
+    if not isinstance(x, (Feat, Split)):
         return _opaque_like(out, n)
     is_roll = n.target is torch.roll or n.target == "roll"
     dims = _arg(ar, kr, 2 if is_roll else 1, "dims")
     if dims is None:
         raise Unsupported("roll over the flattened tensor")
     dims = [dims] if isinstance(dims, int) else list(dims)
+    if isinstance(x, Split):
+        if any(d % ar[0].dim() in (x.haxis, x.daxis) for d in dims):
+            raise Unsupported("shifts the heads / head_dim axis")
+        return x
     if any(d % ar[0].dim() == x.cdim for d in dims):
         raise Unsupported("shifts the channel axis")
     return Feat(x.node, x.cdim)
