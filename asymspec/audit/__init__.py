@@ -201,8 +201,12 @@ def permutation_spec(module: nn.Module, example_inputs, name: str | None = None,
         axes[k] = [[_axis_entry(spec, derived, n) for n in a] if isinstance(a, tuple)
                    else _axis_entry(spec, derived, a) for a in ax]
         if k in grouped:  # grouped conv: axis 1 indexes inputs within the output's group
-            _, src, groups = grouped[k]
-            axes[k][1] = {"grouped": _axis_entry(spec, derived, src), "groups": groups}
+            dst, src, groups = grouped[k]
+            entry = {"grouped": _axis_entry(spec, derived, src), "groups": groups}
+            if ax and ax[0] == dst:
+                axes[k][1] = entry
+            else:  # stored in another shape (GAT's (1, heads, dim) attention vectors)
+                axes[k] = [{"flattened": _axis_entry(spec, derived, dst), **entry}]
     out["axes"] = axes
     # weight tying (one tensor under several names): every name but the first, -> the first;
     # the axes of tied names are identical, so permuting each name keeps the tie

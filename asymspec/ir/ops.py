@@ -118,6 +118,7 @@ for _n, _c in (("embedding", "dense"), ("instancenorm", "norm"), ("affine", "act
                ("shuffle", "layout"), ("patch_merge", "layout"), ("stack", "layout"),
                ("cat", "layout"), ("depthwise_conv", "layout"), ("upsample", "layout"),
                ("normalize", "activation"), ("const", "source"), ("param", "source"),
-               ("pin", "source"), ("opaque", "source"), ("group_tag", "source")):
+               ("pin", "source"), ("opaque", "source"), ("group_tag", "source"),
+               ("head_sum", "layout"), ("head_mean", "layout"), ("head_gate", "combine")):
     register_op(_n, _c, audit_only=True)
 

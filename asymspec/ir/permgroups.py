@@ -189,6 +189,14 @@ def perm_spec(ir: IRGraph, state_keys: list[str] | None = None) -> PermSpec:
         if gq.kind == "fixed" or gv.kind == "fixed":
             gq.kind = gv.kind = "fixed"
             gq.reason = gv.reason = gq.reason or gv.reason
+    # a mean over attention heads (GAT with concat=False) needs one within-head permutation
+    # shared by every head, which no group kind states: its input and output groups are fixed
+    for n in order:
+        if ir.node(n)["op"] == "head_mean":
+            for m in (n, *ir.node(n)["inputs"]):
+                g = groups.get(node_group.get(m, ""))
+                if g is not None and g.kind != "fixed":
+                    g.kind, g.reason = "fixed", f"mean over attention heads at '{n}'"
     _grouped_convs(ir, groups, node_group)
     # a fixed group containing a derived node pins the groups feeding that node (their units
     # are copied into it); propagate until nothing changes
@@ -237,7 +245,8 @@ def _grouped_convs(ir: IRGraph, groups: dict[str, PermGroup], node_group: dict[s
             why = f"grouped convolution '{t.rpartition('.')[0]}' next to a fixed group"
         elif any(g.kind == "heads" and g.heads != blocks for g in (a, b)):
             why = f"grouped convolution '{t.rpartition('.')[0]}' with another block count"
-        elif a is not b and a.head_partner and b.head_partner:
+        elif a is not b and a.head_partner and b.head_partner \
+                and b.name not in (a.head_partner, a.name) and a.name != b.head_partner:
             why = f"grouped convolution '{t.rpartition('.')[0]}' joins two block classes"
         if why:
             for g in (a, b):

@@ -56,6 +56,12 @@ def permute_state_dict(
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key in grouped:  # grouped conv weight: inputs indexed within the output's group
+            size = ir.node(grouped[key][0])["size"]
+            if value.dim() and value.shape[0] != size:  # stored in another shape (GAT's
+                # per-unit attention vectors (1, heads, dim)): permuted as its (out, -1) view
+                moved = permute_grouped(value.reshape(size, -1), *grouped[key], perms)
+                out[key] = moved.reshape(value.shape)
+                continue
             out[key] = permute_grouped(value, *grouped[key], perms)
             continue
         axes = tensor_axes(ir, key)

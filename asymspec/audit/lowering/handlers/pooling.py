@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from asymspec.audit.lowering.context import Call
+from asymspec.audit.lowering.handlers import heads
 from asymspec.audit.lowering.handlers.arithmetic import _binary
 from asymspec.audit.lowering.interpreter import Lowerer
 from asymspec.audit.lowering.registry import handles
-from asymspec.audit.lowering.values import Feat, Raw, Unsupported, _arg, _opaque_like
+from asymspec.audit.lowering.values import Feat, Raw, Split, Unsupported, _arg, _opaque_like
 
 # ---------------------------------------------------------------- pooling / reductions
 _POOL_MODULES = {nn.MaxPool1d: "maxpool", nn.MaxPool2d: "maxpool", nn.AvgPool1d: "avgpool",
@@ -56,12 +57,18 @@ _REDUCE = {"mean": "global_avg_pool", "sum": "global_avg_pool", "amax": "global_
 
 def _reduce(L: Lowerer, n, al, kl, ar, kr, out, name: str):
     x = al[0]
-    if not isinstance(x, Feat):
+    if not isinstance(x, (Feat, Split)):
         return _opaque_like(out, n)
     nd = ar[0].dim()
     dim = _arg(ar[1:], kr, 0, "dim", None) if name != "norm" else kr.get("dim")
     if name == "norm" and len(ar) > 2:
         dim = ar[2]
+    if isinstance(x, Split):  # per-head sums (attention logits), means over heads
+        if dim is None or isinstance(out, tuple):
+            raise Unsupported(f"{name} of split heads over all axes / with indices")
+        dims = sorted(d % nd for d in ([dim] if isinstance(dim, int) else list(dim)))
+        keep = bool(_arg(ar[1:], kr, 1, "keepdim", False)) if name != "norm" else False
+        return heads.reduce(L, n.name, x, dims, keep, name, out)
     if isinstance(out, tuple):  # max(dim) -> (values, indices)
         if name not in ("max", "min"):
             raise Unsupported("reduction with several outputs")

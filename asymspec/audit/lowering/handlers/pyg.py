@@ -1,4 +1,5 @@
-"""torch-geometric: GIN, GCN and SAGE convolutions, graph pooling, scatter aggregations."""
+"""torch-geometric: GIN, GCN and SAGE convolutions, GAT / GATv2 (lowered from their exported
+graphs), graph pooling, scatter aggregations, message passing under ``torch.export``."""
 
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from asymspec.audit.lowering.values import (
 # ---------------------------------------------------------------- torch-geometric
 def _pyg_classes() -> dict:
     try:
-        from torch_geometric.nn import GCNConv, GINConv, SAGEConv
+        from torch_geometric.nn import GATConv, GATv2Conv, GCNConv, GINConv, SAGEConv
     except Exception:  # pragma: no cover
         return {}
-    return {"gin": GINConv, "gcn": GCNConv, "sage": SAGEConv}
+    return {"gin": GINConv, "gcn": GCNConv, "sage": SAGEConv, "gat": GATConv,
+            "gatv2": GATv2Conv}
 
 
 def _aggr(L: Lowerer, base: str, x: Feat, real: torch.Tensor, kind: str) -> Feat:
@@ -111,7 +113,36 @@ def _m_sage(c: Call):
     return h
 
 
-for _k, _fn in (("gin", _m_gin), ("gcn", _m_gcn), ("sage", _m_sage)):
+def _m_exported(c: Call):
+    """A message passing layer lowered op by op: the layer alone is exported (``torch.export``)
+    and its ATen graph lowered like any other (attention logits and coefficients through
+    :mod:`.heads`, gathers and scatters through the handlers below).  Nothing is assumed from the
+    layer's name: an op the lowering does not model stays unsupported, as anywhere else."""
+    from asymspec.audit.lowering.registry import is_leaf
+    from asymspec.audit.trace import TraceFailure, export_trace
+
+    L, m, qual = c.lowerer, c.module, c.qual
+    if c.kwargs or c.real_kwargs:
+        raise Unsupported("message passing layer called with keyword arguments")
+    if any(isinstance(a, (tuple, list)) for a in c.real_args):
+        raise Unsupported("bipartite (pair) node features")
+    try:
+        graph, root = export_trace(m, tuple(c.real_args), is_leaf)
+    except TraceFailure as exc:
+        raise Unsupported(str(exc)) from exc
+    saved = L.node
+    try:
+        low, _ = L.run_graph(root, graph, qual + "." if qual else "", list(c.args),
+                             list(c.real_args))
+    finally:
+        L.node = saved
+    if isinstance(c.out, torch.Tensor) and isinstance(low, (tuple, list)) and len(low) == 1:
+        return low[0]  # the exported graph returns a 1-tuple
+    return low
+
+
+for _k, _fn in (("gin", _m_gin), ("gcn", _m_gcn), ("sage", _m_sage), ("gat", _m_exported),
+                ("gatv2", _m_exported)):
     _c = _pyg_classes().get(_k)
     if _c is not None:
         handles(_c)(_fn)
@@ -198,12 +229,12 @@ def _f_index_select(c: Call):
     so the units are the input's (``x_j = x.index_select(-2, edge_index[0])``)."""
     al, ar, kr, out = c.args, c.real_args, c.real_kwargs, c.out
     x = al[0]
-    if not isinstance(x, Feat) or not isinstance(out, torch.Tensor):
+    if not isinstance(x, (Feat, Split)) or not isinstance(out, torch.Tensor):
         raise Unsupported("index_select of a non-feature tensor")
     dim = _arg(ar, kr, 1, "dim", 0) % ar[0].dim()
-    if dim == x.cdim or isinstance(_arg(al, {}, 2, "index"), (Feat, Split)):
+    if dim in _channel_axes(x) or isinstance(_arg(al, {}, 2, "index"), (Feat, Split)):
         raise Unsupported("index_select along the channel axis / by feature values")
-    return Feat(x.node, x.cdim)
+    return x  # rows of split heads (GAT's x_j): the same split units
 
 
 @handles("new_zeros", "new_ones", "new_full", "new_empty", torch.zeros_like, torch.ones_like,
@@ -236,13 +267,24 @@ def _f_aten_scatter(c: Call):
         reduce = _arg(ar, kr, 4, "reduce", "sum")
     if "index_add" in name and _arg(ar, kr, 4, "alpha", 1) != 1:
         raise Unsupported("index_add with alpha")
-    if not isinstance(src, Feat) or not isinstance(base, Raw) or base.kind != "static" \
+    if not isinstance(src, (Feat, Split)) or not isinstance(base, Raw) or base.kind != "static" \
             or not _zero_base(base.fxnode, ar[0], name):
         raise Unsupported("scatter onto a non-zero or non-constant base")
     dim = ar[1] % ar[0].dim()
-    if dim == src.cdim or isinstance(al[2], (Feat, Split)) or _SCATTER.get(reduce) is None:
+    if dim in _channel_axes(src) or isinstance(al[2], (Feat, Split)) \
+            or _SCATTER.get(reduce) is None:
         raise Unsupported(f"scatter along the channel axis / by feature values / '{reduce}'")
+    if isinstance(src, Split):  # GAT's messages, one per (head, channel): units kept
+        size = L.ir.node(src.node)["size"]
+        agg = L.add_node(n.name, _SCATTER[reduce], [src.node], size, out, src.daxis,
+                         attrs={"aggr": reduce})
+        L.identity(src.node, agg)
+        return Split(agg, src.haxis, src.daxis, src.heads)
     return L.elementwise(n.name, _SCATTER[reduce], src, out, attrs={"aggr": reduce})
+
+
+def _channel_axes(x) -> tuple[int, ...]:
+    return (x.haxis, x.daxis) if isinstance(x, Split) else (x.cdim,)
 
 
 def _zero_base(node, value: torch.Tensor, op_name: str) -> bool:
