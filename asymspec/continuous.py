@@ -7,8 +7,12 @@ For each layer with a weight (linear / conv), look at what consumes its units:
 * an odd activation (tanh, identity): negating a unit's incoming and outgoing weights (*sign*);
 * a BatchNorm: scaling a unit's incoming weights and bias by a > 0 (*bn-scale*); a LayerNorm /
   GroupNorm(1, C): scaling all units' incoming weights and biases together (*ln-scale*);
-* FiGLU (σ-Asym): no permutation or diagonal equivariance for F with distinct nonzero entries
-  (Lim et al. Prop. 2) — proven, with probability 1 over F.
+* FiGLU (σ-Asym): no permutation or diagonal equivariance (Lim et al. Prop. 2) — *proven* only
+  after checking the proposition's hypotheses on the F this FiGLU actually uses (the gate's
+  fixed weight, as the forward pass sees it): the form ``sigmoid(F x) * x`` with the same ``x``,
+  F entirely frozen, square, without bias, with no zero entry and no permutation symmetry
+  (:func:`asymspec.passes.sigma_asym.prop2_problem`).  If any fails the claim is downgraded to
+  status *unknown* (certainty *unproven*) naming the failed hypothesis — never "proven".
 
 Frozen nonzero entries in a row (W-Asym with kappa > 0) or a fixed noise offset (syre) pin that
 row's scale and sign: the symmetry is then reported *broken* — *believed*, not proven, as in the
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 from asymspec.ir.graph import IRGraph
@@ -33,8 +38,8 @@ _ODD = ("tanh", "identity")
 class ContinuousSymmetry:
     layer: str
     kind: str  # rescale | sign | bn-scale | ln-scale | none-figlu
-    status: str  # present | broken | absent
-    certainty: str  # proven | believed
+    status: str  # present | broken | absent | unknown
+    certainty: str  # proven | believed | unproven
     reason: str
 
     def as_dict(self) -> dict:
@@ -90,9 +95,7 @@ def continuous_symmetries(ir: IRGraph) -> list[ContinuousSymmetry]:
         figlu = [c for c in consumers
                  if ir.node(c)["op"] == "mul" and ir.node(c)["attrs"].get("fn") == "figlu"]
         if figlu:
-            found.append(ContinuousSymmetry(
-                name, "none-figlu", "absent", "proven",
-                "FiGLU has no permutation or diagonal equivariance (Prop. 2, prob. 1 over F)"))
+            found.append(_figlu_claim(ir, name, figlu))
             continue
         if len(consumers) != 1:
             continue
@@ -119,3 +122,61 @@ def _rule(name: str, kind: str, pinned: bool, why: str) -> ContinuousSymmetry:
         return ContinuousSymmetry(name, kind, "broken", "believed",
                                   why + "; frozen nonzero entries / noise fix each unit's scale")
     return ContinuousSymmetry(name, kind, "present", "proven", why)
+
+
+def _figlu_claim(ir: IRGraph, layer: str, muls: list[str]) -> ContinuousSymmetry:
+    """``absent (proven)`` when Prop. 2's hypotheses hold for every FiGLU reading ``layer``,
+    else ``unknown (unproven)`` naming the first that fails."""
+    for mul in muls:
+        problem = figlu_problem(ir, mul)
+        if problem is not None:
+            return ContinuousSymmetry(
+                layer, "none-figlu", "unknown", "unproven",
+                f"FiGLU '{mul}': Prop. 2 does not apply ({problem}); its permutation and "
+                "diagonal equivariances are not ruled out")
+    return ContinuousSymmetry(
+        layer, "none-figlu", "absent", "proven",
+        "FiGLU has no permutation or diagonal equivariance (Prop. 2; its hypotheses — F frozen, "
+        "square, no zero entry, no permutation symmetry — checked on the F used)")
+
+
+def figlu_problem(ir: IRGraph, mul: str) -> str | None:
+    """Why Lim et al.'s Prop. 2 does not cover the FiGLU node ``mul``, or None when it does.
+
+    Reads the IR as the forward pass does: ``mul = x * gate``, ``gate = sigmoid(g)`` through an
+    identity map, ``g = F x`` a bias-free linear / 1x1 convolution reading the same ``x``
+    whose weight is entirely frozen (its effective weight, fixed values plus any noise offset,
+    is F); then F itself must satisfy
+    :func:`~asymspec.passes.sigma_asym.prop2_problem` (square, finite, no zero entry, no
+    permutation symmetry).
+    """
+    from asymspec.passes.sigma_asym import prop2_problem
+
+    node = ir.node(mul)
+    if len(node["inputs"]) != 2:
+        return "not of the form x * sigmoid(F x)"
+    x, gate = node["inputs"]
+    g = ir.node(gate)
+    if g["op"] != "activation" or g["attrs"].get("fn") != "sigmoid" or len(g["inputs"]) != 1:
+        return f"its gate '{gate}' is not a sigmoid"
+    (f_node,) = g["inputs"]
+    for u, v in ((f_node, gate), (gate, mul)):
+        e = ir.edge(u, v)
+        if e["kind"] != "map" or not np.array_equal(e["index"], np.arange(len(e["index"]))):
+            return f"the gate is not read unit by unit ({u} -> {v})"
+    f = ir.node(f_node)
+    dense = ir.dense_edge(f_node) if category(f["op"]) == "dense" else None
+    if dense is None or dense[0] != x:
+        return f"'{f_node}' is not a linear map of the gated input '{x}'"
+    _, e = dense
+    if f["bias"] is not None:
+        return f"'{f_node}' has a bias (Prop. 2 is about sigmoid(F x) * x)"
+    attrs = f["attrs"]
+    if f["op"] == "conv2d" and (attrs.get("stride", 1) not in (1, (1, 1), [1, 1]) or
+                                attrs.get("padding", 0) not in (0, (0, 0), [0, 0])):
+        return f"'{f_node}' is not a pointwise (1x1, stride 1, unpadded) convolution"
+    if e["mask"] is None or bool(e["mask"].any()):
+        return f"F ('{f_node}') is not entirely frozen: training would change it"
+    F = ir.effective_weight(x, f_node, torch.zeros(e["weight_shape"]))
+    problem = prop2_problem(F)
+    return None if problem is None else problem[1]

@@ -77,31 +77,53 @@ def apply(ir: IRGraph, cfg: dict, seed: int, error, draw: bool = True) -> list[s
     return changed
 
 
-def _require_distinct_nonzero(F: torch.Tensor, layer: str, std: float, where: tuple,
-                              error) -> None:
-    """Check Proposition 2's hypotheses on the F actually drawn (Lim et al., App. B.2.1): F has
-    no zero entry and no permutation symmetry (P2 F P1 = F only for P1 = P2 = I).  The verifier's
-    "FiGLU: no continuous symmetry (proven)" rests on them; with ``f_std: 0`` FiGLU is x/2 and
-    every invertible map of the layer is a symmetry.  The paper's "distinct entries" is only a
-    sufficient condition and fails in float32 for large layers (birthday collisions), so the
-    exact test used is another sufficient one: the rows of F are pairwise distinct as
-    multisets of values (so P2 = I), and so are the columns (so P1 = I)."""
+def prop2_problem(F: torch.Tensor) -> tuple[str, str] | None:
+    """Why Proposition 2 of Lim et al. (App. B.2.1) does not certify ``sigmoid(F x) * x``, or None.
+
+    The proposition (its Props. 4 and 5) holds for any square F with *no zero entry* (no
+    diagonal equivariance) and *no permutation symmetry* (``P2 F P1 = F`` only for ``P1 = P2 =
+    I``: no permutation equivariance).  The paper's "distinct entries" is only a sufficient
+    condition for the latter and fails in float32 for large layers (birthday collisions), so
+    the test used is another sufficient one: the rows of F are pairwise distinct as multisets
+    of values (so ``P2 = I``), and so are the columns (so ``P1 = I``).  F may be a 1x1
+    convolution's ``(d, d, 1, 1)`` weight.
+
+    Returns ``(code, text)``: code ``shape`` | ``finite`` | ``zero`` | ``rows`` | ``columns``.
+    """
     import torch
 
     d = F.shape[0]
-    M = F.reshape(d, -1)
+    if F.dim() < 2 or F.shape[1] != d or any(int(k) != 1 for k in F.shape[2:]):
+        return "shape", f"F has shape {tuple(F.shape)}, not a square matrix (or 1x1 kernel)"
+    M = F.reshape(d, d)
     if not bool(torch.isfinite(M).all()):
-        raise error(where, f"layer '{layer}': f_std={std:g} overflows float32 (F has infinite "
-                    "entries); use a smaller f_std")
+        return "finite", "F has infinite or NaN entries"
     zeros = int((M == 0).sum())
     if zeros:
-        raise error(where, f"layer '{layer}': F has {zeros} zero entr{'y' if zeros == 1 else 'ies'}"
-                    f" (f_std={std:g}); FiGLU's asymmetry (Lim et al. Prop. 2) needs F without "
-                    "zero entries: f_std must be positive and large enough for float32")
+        return "zero", f"F has {zeros} zero entr{'y' if zeros == 1 else 'ies'}"
     for axis, what in ((1, "rows"), (0, "columns")):
         lines = torch.sort(M, dim=axis).values
         lines = lines if axis == 1 else lines.T
         if torch.unique(lines, dim=0).shape[0] != d:
-            raise error(where, f"layer '{layer}': two {what} of F hold the same values "
-                        f"(f_std={std:g}), so asymmetry (Lim et al. Prop. 2) cannot be "
-                        "certified; change f_std or asymmetry.seed")
+            return what, f"two {what} of F hold the same values"
+    return None
+
+
+def _require_distinct_nonzero(F: torch.Tensor, layer: str, std: float, where: tuple,
+                              error) -> None:
+    """Refuse a drawn F that fails :func:`prop2_problem`: the verifier's "FiGLU: no continuous
+    symmetry (proven)" rests on it; with ``f_std: 0`` FiGLU is x/2 and every invertible map of
+    the layer is a symmetry."""
+    problem = prop2_problem(F)
+    if problem is None:
+        return
+    code, text = problem
+    if code == "finite":
+        raise error(where, f"layer '{layer}': f_std={std:g} overflows float32 (F has infinite "
+                    "entries); use a smaller f_std")
+    if code == "zero":
+        raise error(where, f"layer '{layer}': {text} (f_std={std:g}); FiGLU's asymmetry (Lim et "
+                    "al. Prop. 2) needs F without zero entries: f_std must be positive and "
+                    "large enough for float32")
+    raise error(where, f"layer '{layer}': {text} (f_std={std:g}), so asymmetry (Lim et al. "
+                "Prop. 2) cannot be certified; change f_std or asymmetry.seed")
