@@ -23,7 +23,7 @@ from asymspec.align import (
     reset_bn_stats,
     weight_matching,
 )
-from asymspec.align.activation_matching import _Stats
+from asymspec.align.activation_matching import ActivationStats
 from asymspec.align.bn import _channel_stats, _targets
 from asymspec.cli import main
 from asymspec.errors import UserError
@@ -317,7 +317,7 @@ def test_interpolate_endpoints_and_constant_buffers() -> None:
 
 # ----------------------------------------------------------------------------- similarity
 def test_pearson_handles_dead_and_constant_units() -> None:
-    s = _Stats(3)
+    s = ActivationStats(3)
     g = torch.Generator().manual_seed(0)
     a = torch.randn(50, 3, generator=g)
     a[:, 1] = 0.0  # dead
@@ -334,7 +334,7 @@ def test_streaming_statistics_match_one_shot_pearson() -> None:
     g = torch.Generator().manual_seed(0)
     imgs_a = [torch.randn(3, 4, 5, 5, generator=g) * 0.01 + 100.0 for _ in range(3)]
     imgs_b = [x.flip(1) + 0.001 * torch.randn(x.shape, generator=g) for x in imgs_a]
-    s_img, s_vec = _Stats(4), _Stats(4)
+    s_img, s_vec = ActivationStats(4), ActivationStats(4)
     for a, b in zip(imgs_a, imgs_b):
         s_img.add(a.reshape(3, 4, -1), b.reshape(3, 4, -1))
         s_vec.add(a.permute(0, 2, 3, 1).reshape(-1, 4), b.permute(0, 2, 3, 1).reshape(-1, 4))

@@ -43,8 +43,10 @@ def as_samples(out: torch.Tensor, layout: str) -> torch.Tensor:
     return out.reshape(-1, out.shape[-1])
 
 
-def _stat_view(out: torch.Tensor, layout: str) -> torch.Tensor:
-    """What :meth:`_Stats.add` takes: images as a free ``(B, C, H*W)`` view."""
+def stat_view(out: torch.Tensor, layout: str) -> torch.Tensor:
+    """A node output as :meth:`ActivationStats.add` takes it: images (``layout == "image"``)
+    as a free ``(B, C, H*W)`` view (pixels are samples, no transposing copy), anything else as
+    ``(samples, C)``."""
     if layout == "image" and out.dim() == 4:
         return out.reshape(out.shape[0], out.shape[1], -1)
     return out.reshape(-1, out.shape[-1])
@@ -54,10 +56,15 @@ def representative_nodes(ir: IRGraph, spec: PermSpec, group: str) -> list[str]:
     return [n for n in spec.groups[group].nodes if ir.node(n)["op"] != "input"]
 
 
-class _Stats:
-    """Streaming means and centred co-moments (Chan et al.'s pairwise merge): the per-batch
+class ActivationStats:
+    """Streaming similarity of two models' activations at one node, ``C`` units each.
+
+    Keeps the means and centred co-moments (Chan et al.'s pairwise merge): the per-batch
     product runs in float32 on centred values, the merge in float64, so large means never
-    cancel the covariance away."""
+    cancel the covariance away, and memory is ``O(C^2)`` whatever the data size.  Feed it
+    :func:`stat_view` of each batch's outputs with :meth:`add`, then read
+    :meth:`similarity`.  Used by activation matching here and by the identifiability
+    matching (:mod:`asymspec.ident.matching`)."""
 
     def __init__(self, n: int) -> None:
         self.count = 0
@@ -106,6 +113,9 @@ class _Stats:
         self.count = n
 
     def similarity(self, method: str) -> np.ndarray:
+        """``(C, C)`` similarity of A's units (rows) to B's (columns): ``"pearson"``
+        correlation (dead or constant units score 0, never NaN) or ``"cross"``, the raw
+        ``E[a b]``."""
         m = max(self.count, 1)
         cov = self.mab / m
         if method == "cross":
@@ -130,7 +140,7 @@ def _record(model: nn.Module, nodes: dict[str, str], layouts: dict[str, str],
 
         def hook(_m, _inp, out, node=node):
             if isinstance(out, torch.Tensor):
-                store.setdefault(node, []).append(_stat_view(out.detach(), layouts[node]))
+                store.setdefault(node, []).append(stat_view(out.detach(), layouts[node]))
         handles.append(mod.register_forward_hook(hook))
     return handles
 
@@ -148,7 +158,7 @@ def activation_matching(ir: IRGraph, model_a: nn.Module, model_b: nn.Module,
     rep = {g.name: representative_nodes(ir, spec, g.name) for g in spec.free_groups}
     node_group = {n: g for g, ns in rep.items() for n in ns}
     layouts = {n: ir.node(n)["layout"] for n in node_group}
-    stats = {n: _Stats(spec.groups[g].size) for n, g in node_group.items()}
+    stats = {n: ActivationStats(spec.groups[g].size) for n, g in node_group.items()}
     seen: set[str] = set()
     modes = (model_a.training, model_b.training)
     model_a.eval()

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from asymspec.align.activation_matching import _stat_view, _Stats
+from asymspec.align.activation_matching import ActivationStats, stat_view
 from asymspec.align.weight_matching import group_units, inverse, lap, solve_heads
 from asymspec.errors import UserError
 from asymspec.ident.points import recording_points
@@ -57,7 +57,7 @@ def _hook_outputs(model: nn.Module, nodes: list[str], layouts: dict[str, str],
     handles = []
     for n in nodes:
         def hook(_m, _inp, out, n=n):
-            store[n] = _stat_view(out.detach(), layouts[n]).cpu()
+            store[n] = stat_view(out.detach(), layouts[n]).cpu()
         handles.append(model.get_submodule(n).register_forward_hook(hook))
     return handles
 
@@ -73,7 +73,7 @@ def similarities(ir: IRGraph, model_a: nn.Module, model_b: nn.Module, batches: I
     groups = matching_nodes(ir, spec)
     nodes = [n for ns in groups.values() for n in ns]
     layouts = {n: ir.node(n)["layout"] for n in nodes}
-    stats = {n: _Stats(ir.node(n)["size"]) for n in nodes}
+    stats = {n: ActivationStats(ir.node(n)["size"]) for n in nodes}
     rec_a: dict[str, torch.Tensor] = {}
     rec_b: dict[str, torch.Tensor] = {}
     handles = _hook_outputs(model_a, nodes, layouts, rec_a)
