@@ -151,3 +151,10 @@ def test_show_refuses_overflowing_scales_like_check():
                                             override])
             assert res.exit_code == 2, res.output
             assert "<override #1>:1:" in res.output and "Traceback" not in res.output
+
+
+def test_experiment_spec_given_to_show_says_what_it_is():
+    res = CliRunner().invoke(main, ["show", str(SPECS / "lmc_resnet20.yaml")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "lmc_resnet20.yaml:7:" in res.output and "experiment spec (kind: lmc)" in res.output
+    assert "resnet20_wasym.yaml" in res.output and "asymspec run" in res.output

@@ -110,6 +110,8 @@ def _finish(data: dict[str, Any], file: str | None, values: dict[Path, Location]
 
     schema_validator = validator(schema)
     errors = list(schema_validator.iter_errors(data))
+    if errors and schema == "model" and "kind" in data and "model" not in data:
+        raise spec.error(("kind",), _experiment_not_model(data))
     if errors:
         problem, more = pick(errors, spec.locate)
         raise _located(spec, problem, more)
@@ -122,6 +124,19 @@ def _finish(data: dict[str, Any], file: str | None, values: dict[Path, Location]
         raise spec.error(chosen, message)
     resolve_derived(spec.data)
     return spec
+
+
+def _experiment_not_model(data: dict[str, Any]) -> str:
+    """The message for an experiment spec given where a model spec is expected (``asymspec
+    show lmc_resnet20.yaml``): "unknown key 'kind'" would send the user the wrong way."""
+    variants = data.get("variants")
+    files = sorted({v["model"] for v in variants.values()
+                    if isinstance(v, dict) and isinstance(v.get("model"), str)}) \
+        if isinstance(variants, dict) else []
+    shown = f" (its variants use {', '.join(files[:4])}{', ...' if len(files) > 4 else ''})" \
+        if files else ""
+    return (f"this is an experiment spec (kind: {data['kind']}), but a model spec is expected "
+            f"here{shown}; give a model spec, or run the experiment with `asymspec run`")
 
 
 def _located(spec: Spec, problem: Problem, more: int) -> SpecError:
