@@ -146,7 +146,9 @@ def perm_spec(ir: IRGraph, state_keys: list[str] | None = None) -> PermSpec:
             uf.union(q, k)
             uf.union(v, n)
             continue
-        maps = [(u, e) for u, e in ins if e["kind"] == "map"]
+        # a map copying no unit (a reduction over the channels, e.g. RMSNorm's mean) derives
+        # nothing: its node is not a copy of its input's units
+        maps = [(u, e) for u, e in ins if e["kind"] == "map" and bool((e["index"] >= 0).any())]
         full = [(u, e) for u, e in maps if _is_full_identity(ir, u, n, e)]
         for u, _ in full:
             uf.union(u, n)

@@ -58,6 +58,7 @@ def _binary(L: Lowerer, n, op: str, al, ar, out):
     axis = f0.cdim + nd - r0.dim()
     size = out.shape[axis]
     ties: list[Feat] = []
+    single: list[Feat] = []
     for v, r in operands:
         if not isinstance(r, torch.Tensor):
             continue  # python scalar: channel-uniform
@@ -67,16 +68,24 @@ def _binary(L: Lowerer, n, op: str, al, ar, out):
                 raise Unsupported("operands carry channels on different axes")
             if r.shape[ax] == size:
                 ties.append(v)
-            else:  # a single unit broadcast over the channels
-                name = L.add_node(f"{n.name}.bcast", "broadcast", [v.node], size, out, axis)
-                L.ir.add_map_edge(v.node, name, np.zeros(size, dtype=np.int64))
-                ties.append(Feat(name, axis))
+            else:  # a single unit broadcast over the channels (RMSNorm's rsqrt(mean(x^2)))
+                single.append(v)
             continue
         if ax < 0 or r.dim() == 0 or r.shape[ax] == 1:
             if isinstance(v, Raw) and v.kind == "static":
                 _record_static_params(L, v, ())
             continue  # channel-uniform operand (scalar, per-position mask, ...)
         ties.append(L.feat(v, r, ax))
+    # A one-unit feature broadcast over the channels is a channel-uniform operand: its unit is
+    # a fixed point of every automorphism and the edges of a broadcast node (every channel
+    # reads that unit) constrain nothing, so it needs no node -- one would only make the
+    # permutation spec treat the stream as derived (and fix it).  Only a product of one-unit
+    # features alone keeps the broadcast node.
+    if not ties:
+        for v in single:
+            name = L.add_node(f"{n.name}.bcast", "broadcast", [v.node], size, out, axis)
+            L.ir.add_map_edge(v.node, name, np.zeros(size, dtype=np.int64))
+            ties.append(Feat(name, axis))
     base = n.name
     if len(ties) == 1:
         return L.elementwise(base, op if op != "add" else "affine", ties[0], out, cdim=axis,

@@ -1,0 +1,383 @@
+"""Llama-style decoders audited exactly: RMSNorm (with its ``.to(dtype)``), SwiGLU, rotary position
+embeddings (full and partial) and grouped-query attention, tied and untied heads.
+
+Closed form for ``LlamaForCausalLM`` (hidden ``d``, ``H`` query heads of ``dh`` dims, ``K``
+key/value heads, ``n = H / K`` query heads per kv head, MLP width ``m``, ``L`` layers)::
+
+    |Aut| = d! * [ K! * (n!)^K * (dh!)^K * m! ]^L
+
+Derivation.  *Stream*: the embedding columns, every RMSNorm weight (``w * x * rsqrt(mean(x^2))``
+is permutation-equivariant: the mean is symmetric, the weight is permuted with x), the q/k/v and
+gate/up input columns, the o_proj / down_proj output rows, the final norm and the head's input
+columns permute by one ``d!`` (outputs and token ids are fixed).  *MLP*: ``down(silu(gate x) *
+up x)`` -- a permutation of the ``m`` intermediate units applied to gate and up rows and down
+columns: ``m!``.  *Attention*: query head ``h`` attends with kv head ``g(h) = h // n``.
+(i) Permuting the kv heads by ``pi`` and carrying each kv head's block of ``n`` query heads
+along (q rows, o_proj columns) maps every (q_h, k_g(h), v_g(h)) triple to another: ``K!``.
+(ii) Within a block the ``n`` query heads share k and v, so any permutation of them (q rows with
+their o_proj columns) just reorders the per-head outputs o_proj sums: ``(n!)^K``.  (iii) v's
+``dh`` dims of a kv head enter only through ``softmax(.) v`` and then o_proj's columns of every
+query head of the block: one permutation per kv head, ``(dh!)^K``.  (iv) q/k dims: without RoPE
+one joint permutation per kv head would survive; with RoPE the score is ``q^T R(n - m) k`` and a
+joint permutation survives iff it commutes with every R(delta) -- with distinct frequencies
+``theta_i = base^(-2i/dh)`` only the identity (the derivation is written out in
+:mod:`asymspec.audit.lowering.handlers.rope`).  With ``partial_rotary_factor`` (Phi, GPT-NeoX) the
+``dh - r`` unrotated dims keep one joint permutation per kv head: ``((dh - r)!)^K``.  A tied head
+(``lm_head.weight is embed_tokens.weight``) reads the stream through the same ``d`` columns: same
+order, found by tensor identity and permuted once.
+
+Each factor is also checked here by hand on float64 parameters: the maps above leave the logits
+unchanged, and the maps RoPE forbids (swapping two rotated dims, or a pair's two members,
+jointly in q and k) change them.  An injected generator that moves rotated dims must fail the
+audit's numeric check (exit 3), never pass as a symmetry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from torch import nn
+
+import asymspec.audit as audit_pkg
+from asymspec.audit import audit
+from asymspec.cli import main
+
+transformers = pytest.importorskip("transformers")
+warnings.filterwarnings("ignore")
+
+
+def lg(n: int) -> float:
+    return math.lgamma(n + 1) / math.log(10)
+
+
+def _ids(vocab: int = 50, n: int = 16) -> tuple[torch.Tensor]:
+    return (torch.randint(0, vocab, (1, n), generator=torch.Generator().manual_seed(0)),)
+
+
+def _llama(kv: int, tie: bool = False, layers: int = 2, d: int = 32, heads: int = 4,
+           m: int = 48):
+    cfg = transformers.LlamaConfig(vocab_size=50, hidden_size=d, intermediate_size=m,
+                                   num_hidden_layers=layers, num_attention_heads=heads,
+                                   num_key_value_heads=kv, max_position_embeddings=64,
+                                   use_cache=False, tie_word_embeddings=tie)
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(cfg).eval()
+
+
+def llama_log10(d: int, heads: int, kv: int, dh: int, m: int, layers: int,
+                unrotated: int = 0) -> float:
+    n = heads // kv
+    return lg(d) + layers * (lg(kv) + kv * lg(n) + kv * lg(dh) + kv * lg(unrotated) + lg(m))
+
+
+@pytest.mark.parametrize("kv,tie", [(4, False), (2, False), (2, True), (1, False)],
+                         ids=["mha", "gqa", "gqa-tied", "mqa"])
+def test_llama_closed_form(kv: int, tie: bool) -> None:
+    """d = 32, H = 4 heads of dh = 8, K = kv heads (4: MHA, 2: GQA, 1: multi-query), m = 48,
+    L = 2: log10 |Aut| = log10 d! + L (log10 K! + K log10 n! + K log10 dh! + log10 m!)."""
+    model = _llama(kv, tie)
+    assert (model.lm_head.weight is model.model.embed_tokens.weight) == tie
+    report = audit(model, _ids())
+    assert not report.unsupported, [str(u) for u in report.unsupported]
+    assert report.verdict == "symmetric"
+    assert report.log10_order == pytest.approx(llama_log10(32, 4, kv, 8, 48, 2), abs=1e-6)
+    assert report.numeric is not None and report.numeric.generators == len(report.generators)
+    tied = report.ir.g.graph["tied_keys"]
+    assert (tied == {"lm_head.weight": "model.embed_tokens.weight"}) == tie
+
+
+# ------------------------------------------------------------------ every factor by hand
+def _logits(model, state: dict, x) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.func.functional_call(model, state, x).logits
+
+
+def _permuted_llama_state(model, rng: np.random.Generator, sigma: np.ndarray | None = None
+                          ) -> dict:
+    """The state dict under a random element of the derived group (stream, kv heads with their
+    query blocks, query heads within blocks, v dims per kv head, MLP units), with ``sigma``
+    (default: identity) applied jointly to every head's q and k dims.  Gather convention: new
+    unit j of a node is old unit idx[j]."""
+    cfg = model.config
+    d, H, K = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads
+    dh, n, m = d // H, H // K, cfg.intermediate_size
+    sigma = np.arange(dh) if sigma is None else sigma
+    s = {k: v.clone() for k, v in model.state_dict().items()}
+    P = rng.permutation(d)
+    s["model.embed_tokens.weight"] = s["model.embed_tokens.weight"][:, P]
+    s["model.norm.weight"] = s["model.norm.weight"][P]
+    if model.lm_head.weight is not model.model.embed_tokens.weight:
+        s["lm_head.weight"] = s["lm_head.weight"][:, P]
+    else:
+        s["lm_head.weight"] = s["model.embed_tokens.weight"]
+    for i in range(cfg.num_hidden_layers):
+        p = f"model.layers.{i}."
+        kappa = rng.permutation(K)
+        rho = [rng.permutation(n) for _ in range(K)]
+        tau = [rng.permutation(dh) for _ in range(K)]
+        mu = rng.permutation(m)
+        q_idx = np.concatenate([(kappa[j] * n + rho[j][r]) * dh + sigma
+                                for j in range(K) for r in range(n)])
+        o_idx = np.concatenate([(kappa[j] * n + rho[j][r]) * dh + tau[j]
+                                for j in range(K) for r in range(n)])
+        k_idx = np.concatenate([kappa[j] * dh + sigma for j in range(K)])
+        v_idx = np.concatenate([kappa[j] * dh + tau[j] for j in range(K)])
+        a = p + "self_attn."
+        s[a + "q_proj.weight"] = s[a + "q_proj.weight"][q_idx][:, P]
+        s[a + "k_proj.weight"] = s[a + "k_proj.weight"][k_idx][:, P]
+        s[a + "v_proj.weight"] = s[a + "v_proj.weight"][v_idx][:, P]
+        s[a + "o_proj.weight"] = s[a + "o_proj.weight"][P][:, o_idx]
+        for nm in ("gate_proj", "up_proj"):
+            s[p + f"mlp.{nm}.weight"] = s[p + f"mlp.{nm}.weight"][mu][:, P]
+        s[p + "mlp.down_proj.weight"] = s[p + "mlp.down_proj.weight"][P][:, mu]
+        for nm in ("input_layernorm", "post_attention_layernorm"):
+            s[p + f"{nm}.weight"] = s[p + f"{nm}.weight"][P]
+    return s
+
+
+def _random_norms(model):
+    """RMSNorm weights start at one, which would hide a wrong permutation of them."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for mod in model.modules():
+            if type(mod).__name__.endswith("RMSNorm"):
+                mod.weight.copy_(0.5 + torch.rand(mod.weight.shape, generator=g))
+    return model
+
+
+def test_llama_factors_by_hand_on_float64() -> None:
+    """GQA (H = 4, K = 2), one layer, float64, RMSNorm weights randomised: a random element of
+    d! K! (n!)^K (dh!)^K m! leaves the logits unchanged (to float32 rounding: RMSNorm computes
+    in float32 whatever the parameters' dtype, so a permuted sum differs in the last bits);
+    adding a joint q/k
+    permutation of rotated dims -- two dims of different pairs, or the two members of one pair
+    (``i <-> i + dh/2``, which turns R(delta) into R(-delta)) -- changes them."""
+    model = _random_norms(_llama(2, layers=1).double())
+    x = _ids()
+    ref = _logits(model, dict(model.state_dict()), x)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        out = _logits(model, _permuted_llama_state(model, rng), x)
+        assert torch.allclose(out, ref, rtol=1e-6, atol=1e-6)
+    for sigma in ([1, 0, 2, 3, 4, 5, 6, 7], [4, 1, 2, 3, 0, 5, 6, 7]):
+        out = _logits(model, _permuted_llama_state(model, rng, np.array(sigma)), x)
+        assert (out - ref).abs().max() > 1e-3 * ref.abs().max(), sigma
+
+
+def test_llama_cli_builds_and_audits_from_a_config() -> None:
+    cfg = ("vocab_size=50,hidden_size=32,intermediate_size=48,num_hidden_layers=2,"
+           "num_attention_heads=4,num_key_value_heads=2,max_position_embeddings=64")
+    res = CliRunner().invoke(main, ["audit", "transformers:LlamaForCausalLM", "--config", cfg,
+                                    "--input-shape", "1,16:long50"])
+    assert res.exit_code == 1, res.output
+    assert f"log10 |Aut| = {llama_log10(32, 4, 2, 8, 48, 2):.2f}" in res.output
+    assert "unsupported" not in res.output and "lower bound" not in res.output
+
+
+def test_llama_perm_spec_is_sound_and_frees_the_stream() -> None:
+    """The permutation spec (what align / canonicalize use) states the stream (RMSNorm's mean is
+    a reduction, not a copy of the stream's units) and MLP groups as free; q/k/v, whose RoPE and
+    repeated-head structure no group kind can state, are fixed there (sound, a lower bound --
+    the audit counts them exactly).  A random element permutes the real float64 parameters
+    without changing the logits (to float32 rounding inside RMSNorm)."""
+    from asymspec.audit import lower_module
+    from asymspec.ir.permgroups import perm_spec, random_group_perms
+    from asymspec.ir.permute import permute_state_dict
+
+    model = _random_norms(_llama(2).double())
+    x = _ids()
+    ir = lower_module(model, x)
+    state = dict(model.state_dict())
+    spec = perm_spec(ir, list(state))
+    free = {g.name: g.size for g in spec.free_groups if g.size > 1}
+    assert free == {"model.embed_tokens": 32, "model.layers.0.mlp.gate_proj": 48,
+                    "model.layers.1.mlp.gate_proj": 48}
+    perms = random_group_perms(spec, torch.Generator().manual_seed(0))
+    moved = permute_state_dict(ir, state, spec.node_perms(ir, perms))
+    assert not torch.equal(moved["model.norm.weight"], state["model.norm.weight"])
+    ref = _logits(model, state, x)
+    assert torch.allclose(_logits(model, moved, x), ref, rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------------ partial rotary
+def test_phi_partial_rotary_gqa_closed_form() -> None:
+    """Phi (``partial_rotary_factor = 0.5``: RoPE on the first r = 4 of dh = 8 dims), d = 32,
+    H = 4, K = 2, one layer, MLP 48 (fc1 -> gelu -> fc2), parallel attention / MLP around one
+    LayerNorm: log10 |Aut| = log10 d! + log10 K! + K log10 n! + K log10 (dh - r)! +
+    K log10 dh! + log10 m!.  By hand: permuting the unrotated dims 4..7 of q and k jointly
+    keeps the logits, permuting rotated ones does not."""
+    cfg = transformers.PhiConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=2,
+                                 intermediate_size=48, max_position_embeddings=64,
+                                 use_cache=False, partial_rotary_factor=0.5)
+    torch.manual_seed(0)
+    model = transformers.PhiForCausalLM(cfg).eval()
+    report = audit(model, _ids())
+    assert not report.unsupported and report.verdict == "symmetric"
+    assert report.log10_order == pytest.approx(llama_log10(32, 4, 2, 8, 48, 1, unrotated=4),
+                                               abs=1e-6)
+    model = model.double()
+    x = _ids()
+    ref = _logits(model, dict(model.state_dict()), x)
+    a = "model.layers.0.self_attn."
+    for sigma, same in (([0, 1, 2, 3, 6, 4, 7, 5], True), ([1, 0, 2, 3, 4, 5, 6, 7], False),
+                        ([2, 1, 0, 3, 4, 5, 6, 7], False)):
+        s = dict(model.state_dict())
+        for proj, heads in (("q_proj", 4), ("k_proj", 2)):
+            idx = np.concatenate([h * 8 + np.array(sigma) for h in range(heads)])
+            for leaf in ("weight", "bias"):
+                s[f"{a}{proj}.{leaf}"] = s[f"{a}{proj}.{leaf}"][idx]
+        out = _logits(model, s, x)
+        assert torch.allclose(out, ref, rtol=1e-10, atol=1e-10) == same, sigma
+
+
+# ------------------------------------------------------------------ a hand-written RoPE block
+ROPE_NET = textwrap.dedent('''
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+
+    def rotate_half(x):
+        half = x.shape[-1] // 2
+        return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+    class RopeNet(nn.Module):
+        """Embedding -> one attention block (RoPE on the first `rot` dims of each head) ->
+        residual -> vocabulary head.  fx-traceable (no control flow on values)."""
+
+        def __init__(self, vocab=20, d=16, heads=2, rot=4, base=10000.0):
+            super().__init__()
+            self.h, self.dh, self.rot = heads, d // heads, rot
+            self.emb = nn.Embedding(vocab, d)
+            self.q = nn.Linear(d, d, bias=False)
+            self.k = nn.Linear(d, d, bias=False)
+            self.v = nn.Linear(d, d, bias=False)
+            self.o = nn.Linear(d, d, bias=False)
+            self.out = nn.Linear(d, vocab)
+            inv = 1.0 / base ** (torch.arange(0, rot, 2).float() / rot)
+            self.register_buffer("inv_freq", inv, persistent=False)
+
+        def rope(self, x, cos, sin):
+            r, p = x[..., :self.rot], x[..., self.rot:]
+            return torch.cat((r * cos + rotate_half(r) * sin, p), dim=-1)
+
+        def forward(self, ids):
+            x = self.emb(ids)
+            b, t, _ = x.shape
+            pos = torch.arange(t).float()
+            freqs = pos[:, None] * self.inv_freq[None, :]
+            emb = torch.cat((freqs, freqs), dim=-1)
+            cos, sin = emb.cos()[None, None], emb.sin()[None, None]
+            q = self.q(x).view(b, t, self.h, self.dh).transpose(1, 2)
+            k = self.k(x).view(b, t, self.h, self.dh).transpose(1, 2)
+            v = self.v(x).view(b, t, self.h, self.dh).transpose(1, 2)
+            q, k = self.rope(q, cos, sin), self.rope(k, cos, sin)
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return self.out(x + self.o(a.transpose(1, 2).reshape(b, t, -1)))
+''')
+
+
+@pytest.fixture
+def rope_net(tmp_path, monkeypatch):
+    src = tmp_path / "ropenet.py"
+    src.write_text(ROPE_NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    import ropenet
+
+    importlib.reload(ropenet)
+    return src, ropenet
+
+
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_hand_written_partial_rope_closed_form(rope_net, tracer: str) -> None:
+    """d = 16, H = 2 heads of dh = 8, RoPE on r = 4 dims: stream d!, heads H!, unrotated q/k
+    dims ((dh - r)!)^H, v dims (dh!)^H; the rotated dims are fixed."""
+    _, mod = rope_net
+    torch.manual_seed(0)
+    model = mod.RopeNet().eval()
+    x = (torch.randint(0, 20, (1, 8), generator=torch.Generator().manual_seed(0)),)
+    report = audit(model, x, tracer=tracer)
+    assert not report.unsupported and report.verdict == "symmetric"
+    assert report.log10_order == pytest.approx(lg(16) + lg(2) + 2 * lg(4) + 2 * lg(8),
+                                               abs=1e-6)
+
+
+def _inject(monkeypatch, generator: dict) -> None:
+    real = audit_pkg.check_ir
+
+    def wrong(ir, expect=None):
+        rep = real(ir, expect)
+        return dataclasses.replace(rep, generators=[generator] + list(rep.generators))
+
+    monkeypatch.setattr(audit_pkg, "check_ir", wrong)
+
+
+@pytest.mark.parametrize("dims,ok", [((0, 1), False), ((0, 2), False), ((4, 5), True)],
+                         ids=["two-pairs", "pair-members", "unrotated"])
+def test_injected_rotated_dim_generator_exits_3(rope_net, monkeypatch, dims, ok: bool) -> None:
+    """A generator swapping two dims of head 0 jointly in q and k: rotated dims (of two pairs,
+    or the two members of one pair) must fail the numeric check -- exit 3 naming it -- while
+    the same move on unrotated dims is a true symmetry and passes."""
+    src, _ = rope_net
+    perm = np.arange(16)
+    perm[[dims[0], dims[1]]] = perm[[dims[1], dims[0]]]
+    _inject(monkeypatch, {"q": perm, "k": perm})
+    res = CliRunner().invoke(main, ["audit", f"{src}:RopeNet", "--input-shape", "1,8:long20"])
+    assert "Traceback" not in res.output
+    if ok:
+        assert res.exit_code == 1, res.output
+    else:
+        assert res.exit_code == 3, res.output
+        assert "#0" in res.output and "internal error" in res.output
+
+
+def test_eager_attention_is_a_flagged_lower_bound() -> None:
+    """``attn_implementation="eager"`` multiplies q by k^T with ``torch.matmul``, which the
+    lowering does not model: the result must be a flagged lower bound naming the matmul."""
+    cfg = transformers.LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=48,
+                                   num_hidden_layers=1, num_attention_heads=4,
+                                   num_key_value_heads=2, use_cache=False,
+                                   attn_implementation="eager")
+    torch.manual_seed(0)
+    report = audit(transformers.LlamaForCausalLM(cfg).eval(), _ids())
+    assert report.unsupported and any("matmul" in str(u) for u in report.unsupported)
+    assert report.log10_order < llama_log10(32, 4, 2, 8, 48, 1) - 1
+
+
+def test_split_heads_never_leak_as_unpinned_values() -> None:
+    """Ops on split heads the lowering does not model (padding head_dim, softmax across heads)
+    are listed as unsupported -- never passed on as constants."""
+
+    class Net(nn.Module):
+        def __init__(self, mode: str):
+            super().__init__()
+            self.mode = mode
+            self.q = nn.Linear(8, 8)
+            self.o = nn.Linear(8, 3)
+
+        def forward(self, x):
+            b, t, _ = x.shape
+            h = self.q(x).view(b, t, 2, 4).transpose(1, 2)
+            if self.mode == "pad":
+                h = F.pad(h, (0, 1))[..., :4]
+            else:
+                h = torch.softmax(h, dim=1)
+            return self.o(h.transpose(1, 2).reshape(b, t, 8))
+
+    for mode, why in (("pad", "padding of split attention heads"),
+                      ("softmax", "softmax of split heads across the heads axis")):
+        report = audit(Net(mode).eval(), (torch.randn(1, 5, 8),))
+        assert [u.reason for u in report.unsupported] == [why], mode
+        assert "q" in report.unknown_layers  # the split projection is pinned, not ignored
