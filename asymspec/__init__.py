@@ -5,6 +5,7 @@ Typical use::
     import asymspec
     model = asymspec.build("specs/resnet20_wasym.yaml")    # a plain torch.nn.Module
     ir = asymspec.compile_ir("specs/resnet20_wasym.yaml")  # the networkx IR
+    ir = asymspec.compile_ir(path, draw=False)  # decisions only: counts, no torch, no tensors
     model = asymspec.load("model.pt")                      # a compiled checkpoint, with weights
 
 Public names are imported on first use (PEP 562 ``__getattr__``), so ``import asymspec`` and
