@@ -158,3 +158,24 @@ def test_experiment_spec_given_to_show_says_what_it_is():
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "lmc_resnet20.yaml:7:" in res.output and "experiment spec (kind: lmc)" in res.output
     assert "resnet20_wasym.yaml" in res.output and "asymspec run" in res.output
+
+
+@pytest.mark.filterwarnings("ignore:.*'fc4' matches no layer")  # the spec's 4th layer is gone
+def test_show_counts_a_trillion_entry_model_without_allocating(monkeypatch):
+    """With the size limit raised, ``show`` describes a model far too large to build: nothing
+    but per-unit bookkeeping is allocated (masks and weights are never drawn)."""
+    monkeypatch.setenv("ASYMSPEC_MAX_PARAMS", str(10**15))
+    w = 1_000_000
+    shown = _show_json_args(SPECS / "mlp_mnist_wasym.yaml", f"model.widths=[{w},{w}]")
+    fc = {r["layer"]: r for r in shown["layers"]}
+    assert fc["fc2"]["trainable"] == w * w - w * 64 + w and fc["fc2"]["fixed"] == w * 64
+    assert fc["fc3"]["trainable"] == 10 * w - 10 * 64 + 10
+    assert shown["totals"]["trainable"] + shown["totals"]["fixed"] == \
+        (784 * w + w) + (w * w + w) + (10 * w + 10) + 2 * (2 * w)
+
+
+def _show_json_args(spec, *overrides) -> dict:
+    args = ["show", str(spec), "--json", *[f"--set={o}" for o in overrides]]
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return json.loads(res.output[res.output.index("{"):])
