@@ -11,17 +11,27 @@ the dense time and ratio = dense time / variant time (1.0 = as fast as dense) fo
 * ``FiGLU``       the layer followed by FiGLU, against the layer followed by ReLU; ``flops`` is
   the arithmetic's own ratio (dense layer / layer + F product), the bound FiGLU can reach.
 
-Timing: every variant runs interleaved with dense, the minimum of N calls is kept (other jobs
-on the machine only ever make a call slower).  Never asserts.
+Figures: ``fwd+bwd``; ``+AdamW`` adds ``torch.optim.AdamW`` (weight decay 0.01) with torch's
+default implementation for the device (on a CPU the per-tensor loop, whose ``sqrt`` is slow on
+the exact zeros a masked weight's second moment holds at frozen positions, see the README);
+``+AdamW fused`` the same step with ``fused=True`` (one kernel, no such slow path).
+
+Timing: every variant runs interleaved with dense, N rounds; ``--stat median`` (default) keeps
+the median of each variant's N calls, ``min`` the minimum (other jobs on the machine only ever
+make a call slower).  The load average is printed before and after: on a shared machine every
+time is an upper bound.  Never asserts.
 
     python benchmarks/bench_layers.py                 # CPU 1 and 2 threads, batch 64 and 256
     python benchmarks/bench_layers.py --heavy         # adds the ResNet20 x8 stage-1 conv on CPU
     python benchmarks/bench_layers.py --only mlp --batches 64 --threads 1
+    python benchmarks/bench_layers.py --threads --json layers.json   # CUDA only
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -78,9 +88,10 @@ def clock_for(kind: str, threads: int | None, device: torch.device) -> Callable[
 def interleaved_min(fns: dict[str, Callable[[], None]], device: torch.device,
                     budget_s: float = 6.0, min_reps: int = 3, max_reps: int = 200,
                     warmup: int = 2, clock: Callable[[], float] = time.perf_counter,
-                    ) -> dict[str, float]:
-    """Minimum seconds per call of each function, run round-robin so that every variant
-    sees the same machine load; the number of rounds fits ``budget_s`` (of wall time)."""
+                    stat: str = "min") -> dict[str, float]:
+    """Seconds per call of each function (minimum or median of the rounds), run round-robin
+    so that every variant sees the same machine load; the number of rounds fits ``budget_s``
+    (of wall time)."""
     for _ in range(warmup):
         for f in fns.values():
             f()
@@ -91,15 +102,35 @@ def interleaved_min(fns: dict[str, Callable[[], None]], device: torch.device,
     sync(device)
     per_round = time.perf_counter() - t0
     reps = max(min_reps, min(max_reps, int(budget_s / max(per_round, 1e-6))))
-    best = {k: float("inf") for k in fns}
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for k, f in fns.items():
             sync(device)
             t = clock()
             f()
             sync(device)
-            best[k] = min(best[k], clock() - t)
-    return best
+            times[k].append(clock() - t)
+    if stat == "median":
+        return {k: statistics.median(v) for k, v in times.items()}
+    return {k: min(v) for k, v in times.items()}
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:  # not Linux
+        return "unknown"
+
+
+def make_optimizer(module: nn.Module, figure: str) -> torch.optim.Optimizer | None:
+    if figure == "fwd+bwd" or not list(module.parameters()):
+        return None
+    fused = figure.endswith("fused")
+    return torch.optim.AdamW(module.parameters(), lr=1e-4, weight_decay=0.01,
+                             **({"fused": True} if fused else {}))
+
+
+FIGURES = ("fwd+bwd", "+AdamW", "+AdamW fused")
 
 
 def train_call(module: nn.Module, x: torch.Tensor, opt: torch.optim.Optimizer | None,
@@ -210,20 +241,25 @@ COLUMNS = ["W-Asym", "W-Asym ref", "syre"]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 256])
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2],
+                    help="CPU thread counts; none (a bare --threads) skips the CPU")
     ap.add_argument("--only", nargs="*", default=None, help="substrings of shape labels")
     ap.add_argument("--heavy", action="store_true", help="all x8 shapes on CPU too")
     ap.add_argument("--cpu-only", action="store_true")
     ap.add_argument("--budget", type=float, default=6.0, help="seconds per measurement")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="cpu: thread CPU time for 1-thread CPU runs (robust to other jobs)")
+    ap.add_argument("--stat", choices=("median", "min"), default="median")
+    ap.add_argument("--figures", nargs="+", default=list(FIGURES), choices=FIGURES)
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args()
 
     irs: dict[str, object] = {}
     rows = []
     print(f"torch {torch.__version__}; ratio = dense time / variant time (>1 faster); "
-          f"clock {args.clock}")
-    header = (f"{'setting':10s} {'layer':24s} {'batch':>5s} {'figure':7s} {'dense ms':>9s} "
+          f"clock {args.clock}; {args.stat} of interleaved rounds; load average "
+          f"{load_average()}")
+    header = (f"{'setting':10s} {'layer':24s} {'batch':>5s} {'figure':12s} {'dense ms':>9s} "
               + " ".join(f"{c:>10s}" for c in COLUMNS) + f" {'FiGLU':>7s} {'flops':>6s}")
     print(header)
     print("-" * len(header))
@@ -243,27 +279,30 @@ def main() -> None:
             for batch in args.batches:
                 x = torch.randn((batch,) + in_shape, generator=generator("x", batch))
                 x = x.to(device)
-                for figure in ("fwd+bwd", "+AdamW"):
-                    fns = {}
-                    for k, m in variants.items():
-                        opt = (torch.optim.AdamW(m.parameters(), lr=1e-4)
-                               if figure == "+AdamW" else None)
-                        fns[k] = train_call(m, x, opt, autocast)
+                for figure in args.figures:
+                    fns = {k: train_call(m, x, make_optimizer(m, figure), autocast)
+                           for k, m in variants.items()}
                     best = interleaved_min(fns, device, args.budget,
-                                           clock=clock_for(args.clock, threads, device))
+                                           clock=clock_for(args.clock, threads, device),
+                                           stat=args.stat)
                     ratios = {k: best["dense"] / best[k] for k in COLUMNS}
                     figlu = best["+ReLU"] / best["+FiGLU"]
                     rows.append((label, shape.label, batch, figure, best["dense"], ratios,
                                  figlu, flop_ratio))
-                    print(f"{label:10s} {shape.label:24s} {batch:5d} {figure:7s} "
+                    print(f"{label:10s} {shape.label:24s} {batch:5d} {figure:12s} "
                           f"{best['dense'] * 1e3:9.3f} "
                           + " ".join(f"{ratios[c]:10.2f}" for c in COLUMNS)
                           + f" {figlu:7.2f} {flop_ratio:6.2f}", flush=True)
+    print(f"load average after: {load_average()}")
+    if args.json:
+        args.json.write_text(json.dumps([dict(
+            setting=r[0], layer=r[1], batch=r[2], figure=r[3], dense_ms=r[4] * 1e3, **r[5],
+            figlu=r[6], figlu_flop_ratio=r[7]) for r in rows], indent=1))
     if rows:
         worst = min(r[5]["W-Asym"] for r in rows)
         print(f"\nworst W-Asym / dense: {worst:.2f}; worst syre / dense: "
-              f"{min(r[5]['syre'] for r in rows):.2f} (min of N; on a shared machine every "
-              "time is an upper bound)")
+              f"{min(r[5]['syre'] for r in rows):.2f} ({args.stat} of N; on a shared machine "
+              "every time is an upper bound)")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ formula (the emitter before the fast path), sigma-Asym (FiGLU) next to its FLOP 
 On CUDA it adds fp32 and bf16-autocast rows and the ``torch.compile`` speed-up (eager step /
 compiled step, via :func:`asymspec.nn.maybe_compile`) with the one-off compile time.
 
-Variants run interleaved and the minimum over N steps is kept (other jobs on a shared machine
-only ever make a step slower).  Never asserts.
+Variants run interleaved; the median (``--stat median``, default) or minimum over N steps is
+kept.  Never asserts.  ``--json`` writes the rows; ``--compile-only`` limits the compile
+columns to some rows, ``--compile-backend`` / ``--compile-cpu`` exercise them elsewhere (smoke
+runs of ``benchmarks/gpu_session.py``).
 
     python benchmarks/bench_models.py                  # CPU, 1 and 2 threads
     python benchmarks/bench_models.py --heavy          # + ResNet20 x8 and GPT-2 8x512 on CPU
@@ -18,6 +20,7 @@ only ever make a step slower).  Never asserts.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -107,14 +110,24 @@ def data(ir, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2],
+                    help="CPU thread counts; none (a bare --threads) skips the CPU")
     ap.add_argument("--only", nargs="*", default=None, help="substrings of row labels")
     ap.add_argument("--heavy", action="store_true", help="all rows on CPU")
     ap.add_argument("--budget", type=float, default=20.0, help="seconds per measurement")
     ap.add_argument("--no-compile", action="store_true", help="skip the CUDA compile columns")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="cpu: thread CPU time for 1-thread CPU runs (robust to other jobs)")
+    ap.add_argument("--stat", choices=("median", "min"), default="median")
+    ap.add_argument("--compile-only", nargs="*", default=None,
+                    help="substrings of row labels that get the compile columns")
+    ap.add_argument("--compile-rows-only", action="store_true",
+                    help="skip the rows that --compile-only does not name")
+    ap.add_argument("--compile-backend", default="inductor")
+    ap.add_argument("--compile-cpu", action="store_true", help="compile columns on CPU too")
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args()
+    records = []
 
     settings = [(f"CPU {t}T", torch.device("cpu"), t, None) for t in args.threads]
     if torch.cuda.is_available():
@@ -129,6 +142,10 @@ def main() -> None:
     print("|---" * (head.count("|") - 1) + "|")
     for row in ROWS:
         if args.only and not any(s.lower() in row.label.lower() for s in args.only):
+            continue
+        wanted = args.compile_only is None or any(
+            c.lower() in f"{row.label} {row.batch}".lower() for c in args.compile_only)
+        if args.compile_rows_only and not wanted:
             continue
         for where, device, threads, autocast in settings:
             if device.type == "cpu" and not row.cpu and not args.heavy:
@@ -150,42 +167,54 @@ def main() -> None:
             if "wasym" in models:
                 fns["wasym_ref"] = step_fn(models["wasym"], x, y, autocast, reference=True)
             best = interleaved_min(fns, device, args.budget,
-                                   clock=clock_for(args.clock, threads, device))
+                                   clock=clock_for(args.clock, threads, device),
+                                   stat=args.stat)
             r = {k: best["dense"] / best[k] for k in best}
             flop_sigma = ""
             if "sigma" in models:
                 fd = train_flops(models["dense"], x)
                 fs = train_flops(models["sigma"], x)
                 flop_sigma = f"{r['sigma']:.2f} ({fd / fs:.2f})"
-            comp = "—"
-            if device.type == "cuda" and not args.no_compile:
-                comp = compile_columns(row, device, autocast, args.budget)
+            comp, comp_rec = "—", None
+            if (device.type == "cuda" or args.compile_cpu) and not args.no_compile and wanted:
+                comp, comp_rec = compile_columns(row, device, autocast, args.budget,
+                                                 args.compile_backend, args.stat)
             cells = [where, f"{row.label}, batch {row.batch}", f"{best['dense'] * 1e3:.2f}",
                      f"{r['wasym']:.2f}" if "wasym" in r else "—",
                      f"{r['wasym_ref']:.2f}" if "wasym_ref" in r else "—",
                      flop_sigma or "—", f"{r['syre']:.2f}", comp]
             print("| " + " | ".join(cells) + " |", flush=True)
+            records.append({"where": where, "model": row.label, "batch": row.batch,
+                            "dense_ms": best["dense"] * 1e3,
+                            **{f"{k}_ratio": v for k, v in r.items() if k != "dense"},
+                            "sigma_flop_ratio": fd / fs if flop_sigma else None,
+                            "compile": comp_rec})
+            if args.json:  # rewritten after every row: a killed run keeps what it measured
+                args.json.write_text(json.dumps(records, indent=1))
 
 
-def compile_columns(row: Row, device, autocast, budget: float) -> str:
+def compile_columns(row: Row, device, autocast, budget: float, backend: str = "inductor",
+                    stat: str = "median") -> tuple[str, dict]:
     """Eager / compiled step time for dense and W-Asym, and the first-call compile time."""
-    out = []
-    for name in (row.dense, row.wasym):
+    out = {}
+    for key, name in (("dense", row.dense), ("wasym", row.wasym)):
         if name is None:
             continue
         eager = asymspec.build(REPO / "specs" / f"{name}.yaml", row.sets).to(device)
         comp = asymspec.build(REPO / "specs" / f"{name}.yaml", row.sets).to(device)
-        maybe_compile(comp, device, "on")
+        maybe_compile(comp, device, "on", backend=backend)
         x, y = data(eager.ir, row.batch, device)
         fe, fc = step_fn(eager, x, y, autocast), step_fn(comp, x, y, autocast)
         t = time.perf_counter()
         fc()
         sync(device)
         first = time.perf_counter() - t
-        best = interleaved_min({"eager": fe, "compiled": fc}, device, budget)
-        out.append((best["eager"] / best["compiled"], first))
-    return " / ".join(f"{s:.2f}" for s, _ in out) + " (" + "/".join(
-        f"{c:.0f}" for _, c in out) + ")"
+        best = interleaved_min({"eager": fe, "compiled": fc}, device, budget, stat=stat)
+        out[key] = {"speedup": best["eager"] / best["compiled"], "compile_s": first,
+                    "compiled_ms": best["compiled"] * 1e3, "backend": backend}
+    text = " / ".join(f"{v['speedup']:.2f}" for v in out.values()) + " (" + "/".join(
+        f"{v['compile_s']:.0f}" for v in out.values()) + ")"
+    return text, out
 
 
 if __name__ == "__main__":

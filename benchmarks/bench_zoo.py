@@ -18,6 +18,7 @@ Usage: ``python benchmarks/bench_zoo.py [--members 4] [--steps 4] [--batch 128 5
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -82,7 +83,9 @@ def main() -> None:
     ap.add_argument("--spec", default=str(ROOT / "specs" / "resnet8_zoo.yaml"))
     ap.add_argument("--device", nargs="+", default=None)
     ap.add_argument("--precision", default=None, help="fp32 or bf16 (default: bf16 on CUDA)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = ap.parse_args()
+    record: dict = {"spec": Path(args.spec).name, "torch": torch.__version__, "rows": []}
     torch.set_num_threads(1)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     ir = asymspec.compile_ir(args.spec)
@@ -102,19 +105,31 @@ def main() -> None:
                   f"{rates['loop']:8.2f} {ratio:6.2f}x")
             if batch == PAPER_BATCH:
                 at512[device] = max(rates.values())
+            record["rows"].append({"device": device, "batch": batch, "members": members,
+                                   "precision": precision, "batched_per_s": rates["batched"],
+                                   "loop_per_s": rates["loop"], "ratio": ratio})
+            if args.json:  # rewritten after every row: a killed run keeps what it measured
+                args.json.write_text(json.dumps(record, indent=1))
     total = paper_member_steps()
     print(f"\npaper-scale zoo: {PAPER_VARIANTS} variants x {PAPER_MEMBERS} nets, Table 13 "
           f"epochs, {CIFAR_TRAIN // PAPER_BATCH} steps/epoch at batch {PAPER_BATCH}: "
           f"{total / 1e6:.1f} M member-steps")
+    record["paper_member_steps"] = total
     if "cuda" in at512:
         hours = total / at512["cuda"] / 3600
+        record["projected_gpu_hours"] = hours
+        record["gpu"] = torch.cuda.get_device_name()
         print(f"projected: {hours:.1f} GPU-hours on {torch.cuda.get_device_name()} "
               f"({at512['cuda']:.1f} member-steps/s, faster path); paper: ~400 on 2080 Ti")
     elif "cpu" in at512:
         hours = total / at512["cpu"] / 3600
+        record["projected_cpu_thread_hours"] = hours
         print(f"projected FROM CPU (no GPU here): {hours:,.0f} hours on one CPU thread "
               f"({at512['cpu']:.2f} member-steps/s); this says nothing about GPU-hours — run "
               "this benchmark on a GPU for the GPU projection (paper: ~400 GPU-hours)")
+
+    if args.json:
+        args.json.write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import yaml
 import asymspec
 from asymspec.errors import UserError
 from asymspec.nn import compile_enabled, maybe_compile
+from asymspec.nn.masked import MaskedWeightMixin
 from tests.conftest import SPECS
 
 # --set style overrides that shrink a shipped spec of each family to a tiny network (W-Asym
@@ -157,3 +158,107 @@ def test_intermediates_are_freed_after_their_last_use() -> None:
     for value, k in freed.items():
         readers = [j for j, (_, ins, _) in enumerate(model._plan) if value in ins]
         assert k == max(readers, default=k)
+
+
+def test_many_specs_in_one_process_keep_compiling() -> None:
+    """Every spec is a recompilation of ``IRModule.forward``: more specs than dynamo's default
+    recompile limit (8) must still compile, not fall back to eager silently."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    for width in range(2, 12):
+        model = asymspec.build(SPECS / "mlp_mnist.yaml", ["model.input_dim=6",
+                                                           f"model.widths=[{width}]"])
+        maybe_compile(model, "cpu", "on", backend=counter)
+        model(torch.randn(2, 6))
+    assert counter.frame_count == 10
+
+
+def _toy_task():
+    from asymspec.run.tasks import ArrayTask
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(48, 6, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    return ArrayTask(x[:32], y[:32], x[32:], y[32:], 3)
+
+
+def _trained(compile_setting, backend=None):
+    from asymspec.run.trainer import TrainOptions, recipe_with_defaults, train
+
+    model = asymspec.build(SPECS / "mlp_mnist_wasym.yaml",
+                           ["model.input_dim=6", "model.widths=[8, 8]", "model.output_dim=3",
+                            "asymmetry.w_asym.nfix=2"], init_seed=3)
+    recipe = recipe_with_defaults(optimizer="adamw", lr=0.01, weight_decay=0.1, epochs=2,
+                                  batch_size=8)
+    options = TrainOptions(compile=compile_setting,
+                           compile_kwargs={"backend": backend} if backend else {})
+    hist = train(model, _toy_task(), recipe, options)
+    return model, hist
+
+
+def test_trainer_compile_option_changes_execution_not_results() -> None:
+    """Compiled training (dynamo graphs run by a counting backend) gives the eager run's
+    losses and weights; the model leaves ``train`` uncompiled; frozen entries stay fixed."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    eager_model, eager_hist = _trained("off")
+    model, hist = _trained("on", counter)
+    assert counter.frame_count >= 1
+    assert model._compiled_call_impl is None
+    assert torch.allclose(torch.tensor(hist.train_loss), torch.tensor(eager_hist.train_loss),
+                          atol=1e-6)
+    # raw weights may differ at frozen positions (never used: eager re-writes them before a
+    # forward, the compiled graph masks them), so compare what forward uses
+    for name, m in model.named_modules():
+        if isinstance(m, MaskedWeightMixin):
+            e = eager_model.get_submodule(name)
+            assert torch.allclose(m.effective_weight(), e.effective_weight(), atol=1e-5), name
+            if m.weight_mask is not None:
+                frozen = ~m.weight_mask
+                assert torch.equal(m.effective_weight().detach()[frozen],
+                                   m.weight_fixed[frozen])
+    for (k, a), b in zip(model.named_buffers(), eager_model.buffers()):
+        assert torch.equal(a, b), k
+
+
+def test_trainer_follows_the_engine_default_and_the_environment(monkeypatch) -> None:
+    from torch._dynamo.testing import CompileCounter
+
+    from asymspec.nn.compile import default_setting, use_default
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    with use_default("off"):
+        _trained(None, counter)
+    assert counter.frame_count == 0
+    with use_default("on"):
+        _trained(None, counter)
+    assert counter.frame_count >= 1
+    monkeypatch.setenv("ASYMSPEC_COMPILE", "off")
+    with use_default("on"):
+        assert default_setting() == "off"  # the environment wins
+    monkeypatch.setenv("ASYMSPEC_COMPILE", "sometimes")
+    with pytest.raises(UserError, match="ASYMSPEC_COMPILE"):
+        default_setting()
+
+
+def test_resources_compile_is_not_part_of_the_run_hash(tmp_path) -> None:
+    from asymspec.run import load_experiment
+    from asymspec.run.registry import get_runner
+
+    spec = tmp_path / "e.yaml"
+    spec.write_text("name: e\nkind: lmc\ndataset: {name: digits}\n"
+                    "variants: {s: {model: mlp_mnist.yaml}}\n")
+    plain = load_experiment(spec)
+    hashes = {plain.content_hash()}
+    for setting, on_cpu in (("on", True), ("off", False), ("auto", False), ("'on'", True)):
+        exp = load_experiment(spec, None, [f"resources={{compile: {setting}}}"])
+        hashes.add(exp.content_hash())
+        assert compile_enabled("cpu", get_runner("lmc")(exp, None).unit_resources().compile) \
+            == on_cpu
+    assert len(hashes) == 1
+    assert get_runner("lmc")(plain, None).unit_resources().compile == "auto"

@@ -37,11 +37,14 @@ class Unit:
 @dataclass(frozen=True)
 class Resources:
     """What one unit asks for: CPU threads, a GPU fraction (Ray), a memory budget (GiB, for
-    batched work; ``None`` = derived from the machine, see :mod:`asymspec.run.memory`)."""
+    batched work; ``None`` = derived from the machine, see :mod:`asymspec.run.memory`), and
+    whether the trainer runs under ``torch.compile`` (``auto`` | ``on`` | ``off``, see
+    :mod:`asymspec.nn.compile`; ``$ASYMSPEC_COMPILE`` overrides)."""
 
     threads: int = 1
     gpus: float = 1.0
     memory_gb: float | None = None
+    compile: bool | str = "auto"  # YAML reads on / off as booleans
 
 
 class Runner:
@@ -86,7 +89,8 @@ class Runner:
             threads=spec.get("threads") or int(os.environ.get("ASYMSPEC_THREADS", 0) or 0)
             or base.threads,
             gpus=base.gpus if spec.get("gpus") is None else spec["gpus"],
-            memory_gb=spec.get("memory_gb", base.memory_gb) or base.memory_gb)
+            memory_gb=spec.get("memory_gb", base.memory_gb) or base.memory_gb,
+            compile=base.compile if spec.get("compile") is None else spec["compile"])
 
     def memory_budget(self) -> int:
         """Bytes one batched job of this runner may use (see :mod:`asymspec.run.memory`)."""
@@ -141,7 +145,10 @@ def execute_unit(runner: Runner, unit: Unit) -> dict[str, Any]:
     out = store.unit_dir(unit.group, unit.id)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    metrics = runner.run_unit(unit, out)
+    from asymspec.nn.compile import use_default
+
+    with use_default(runner.unit_resources(unit).compile):  # the trainer's compile default
+        metrics = runner.run_unit(unit, out)
     record = {"id": unit.id, "group": unit.group, "seed": unit.seed, "info": unit.info,
               "device": runner.device, "wall_s": round(time.time() - t0, 3), "metrics": metrics}
     record = store.mark_done(unit.group, unit.id, record)  # + SHA-256 of the unit's files

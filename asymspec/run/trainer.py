@@ -13,6 +13,10 @@ callbacks, returning a per-epoch :class:`History`.
 * ``eval_every`` records train accuracy / loss on a fixed, non-augmented subset of the training
   data every that many epochs (and before training), which sweeps need for "epochs to reach a
   threshold".
+* ``compile`` (``auto`` | ``on`` | ``off``; default: the process default, which the engine sets
+  per unit from the experiment's ``resources.compile`` or ``$ASYMSPEC_COMPILE``) runs training
+  under ``torch.compile`` (:mod:`asymspec.nn.compile`; ``auto`` = on CUDA only).  An execution
+  option, not part of the run's hash: the model leaves :func:`train` uncompiled.
 * A non-finite loss either raises :class:`~asymspec.errors.UserError` (``on_nonfinite="raise"``,
   LMC's choice) or stops and records ``diverged = {"epoch", "step"}`` (``"stop"``; zoos).
 
@@ -147,6 +151,8 @@ class TrainOptions:
     drop_last: bool = False
     bar: Any = None  # a Progress bar updated once per epoch
     where: str = ""  # variant name for messages
+    compile: bool | str | None = None  # auto | on | off; None: the process default
+    compile_kwargs: dict[str, Any] = field(default_factory=dict)  # to torch.compile
 
 
 def default_loss(label_smoothing: float = 0.0) -> LossFn:
@@ -172,11 +178,19 @@ def train(model: torch.nn.Module, task: Task, recipe: dict[str, Any],
 
     Mini-batches are drawn without replacement in an order from ``options.data_seed``
     (graphs: one full-batch step per epoch on the train mask).  The model is left in
-    ``eval()`` mode.
+    ``eval()`` mode, and uncompiled (``options.compile`` applies inside this call only).
     """
+    from asymspec.nn.compile import compiled
+
     o = options or TrainOptions()
+    model.to(o.device).train()
+    with compiled(model, o.device, o.compile, **o.compile_kwargs):
+        return _train(model, task, recipe, o)
+
+
+def _train(model: torch.nn.Module, task: Task, recipe: dict[str, Any],
+           o: TrainOptions) -> History:
     device = o.device
-    model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, recipe)
     g = generator(o.data_seed, "data-order")
