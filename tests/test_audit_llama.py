@@ -343,17 +343,51 @@ def test_injected_rotated_dim_generator_exits_3(rope_net, monkeypatch, dims, ok:
         assert "#0" in res.output and "internal error" in res.output
 
 
-def test_eager_attention_is_a_flagged_lower_bound() -> None:
-    """``attn_implementation="eager"`` multiplies q by k^T with ``torch.matmul``, which the
-    lowering does not model: the result must be a flagged lower bound naming the matmul."""
+@pytest.mark.parametrize("kv", [2, 1], ids=["gqa", "mqa"])
+def test_eager_attention_closed_form(kv: int) -> None:
+    """``attn_implementation="eager"``: ``matmul(q, repeat_kv(k).transpose(2, 3)) * scaling``,
+    ``+ causal_mask``, ``softmax(dim=-1)``, ``matmul(weights, repeat_kv(v))`` is lowered to
+    the same attention node as SDPA: the same closed form, one layer."""
     cfg = transformers.LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=48,
                                    num_hidden_layers=1, num_attention_heads=4,
-                                   num_key_value_heads=2, use_cache=False,
+                                   num_key_value_heads=kv, use_cache=False,
                                    attn_implementation="eager")
     torch.manual_seed(0)
     report = audit(transformers.LlamaForCausalLM(cfg).eval(), _ids())
-    assert report.unsupported and any("matmul" in str(u) for u in report.unsupported)
-    assert report.log10_order < llama_log10(32, 4, 2, 8, 48, 1) - 1
+    assert not report.unsupported and report.verdict == "symmetric"
+    assert report.log10_order == pytest.approx(llama_log10(32, 4, kv, 8, 48, 1), abs=1e-6)
+
+
+class _ScoresNet(nn.Module):
+    """Attention weights of two heads of 4 dims (no RoPE), returned as the output or reduced
+    in a way the lowering does not model."""
+
+    def __init__(self, mode: str = "out"):
+        super().__init__()
+        self.mode = mode
+        self.q, self.k = nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, 2, 4).transpose(1, 2)
+        k = self.k(x).view(b, t, 2, 4).transpose(1, 2)
+        w = torch.softmax(q @ k.transpose(-2, -1) * 0.5, dim=-1)
+        return w if self.mode == "out" else w.sum(-1)
+
+
+def test_attention_weights_as_output_keep_heads_fixed() -> None:
+    """Scores ``softmax(q k^T)`` as the model output: heads are fixed (they index the output),
+    the dims of each head permute jointly in q and k: (4!)^2 -- k is never left free.  Reading
+    the scores with an op the lowering does not model (a sum over keys) is unsupported and pins
+    q and k."""
+    x = (torch.randn(1, 5, 8, generator=torch.Generator().manual_seed(0)),)
+    report = audit(_ScoresNet().eval(), x)
+    assert not report.unsupported and report.verdict == "symmetric"
+    assert report.log10_order == pytest.approx(2 * lg(4), abs=1e-9)
+    report = audit(_ScoresNet("sum").eval(), x)
+    assert [u.reason for u in report.unsupported] == ["sum of a packed projection / attention "
+                                                      "scores"]
+    assert report.verdict == "unknown" and {"q", "k"} <= set(report.unknown_layers)
 
 
 def test_split_heads_never_leak_as_unpinned_values() -> None:

@@ -119,6 +119,7 @@ for _n, _c in (("embedding", "dense"), ("instancenorm", "norm"), ("affine", "act
                ("cat", "layout"), ("depthwise_conv", "layout"), ("upsample", "layout"),
                ("normalize", "activation"), ("const", "source"), ("param", "source"),
                ("pin", "source"), ("opaque", "source"), ("group_tag", "source"),
-               ("head_sum", "layout"), ("head_mean", "layout"), ("head_gate", "combine")):
+               ("head_sum", "layout"), ("head_mean", "layout"), ("head_gate", "combine"),
+               ("repeat_heads", "layout"), ("attention_scores", "source")):
     register_op(_n, _c, audit_only=True)
 

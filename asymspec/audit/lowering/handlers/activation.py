@@ -71,6 +71,16 @@ def _tensor_only_first(al, n) -> None:
             raise Unsupported("elementwise function with several tensor operands")
 
 
+def _attention():
+    from asymspec.audit.lowering.handlers import attention  # attention imports this module
+
+    return attention
+
+
+def _is_scores(x) -> bool:
+    return isinstance(x, _attention().Scores)
+
+
 def _split_reduction_ok(c: Call, fn: str) -> None:
     """softmax / normalize of split heads along the heads axis mixes the heads' dimensions
     unit by unit: not equivariant under per-head dimension permutations."""
@@ -88,6 +98,8 @@ def _split_reduction_ok(c: Call, fn: str) -> None:
 def _f_act(c: Call):
     L, n, al, ar, out = c.lowerer, c.node, c.args, c.real_args, c.out
     _tensor_only_first(al, n)
+    if _is_scores(al[0]):  # eager attention: softmax of the logits
+        return _attention().scores_unary(c, _ACT_FUNCS[n.target])
     if isinstance(al[0], Split):  # inside attention heads (RoPE's -x2)
         _split_reduction_ok(c, _ACT_FUNCS[n.target])
         return rope.elementwise(L, n.name, al[0], out, _ACT_FUNCS[n.target])
@@ -99,6 +111,8 @@ def _f_act(c: Call):
 def _meth_act(c: Call):
     L, n, al, ar, out = c.lowerer, c.node, c.args, c.real_args, c.out
     _tensor_only_first(al, n)
+    if _is_scores(al[0]):
+        return _attention().scores_unary(c, _ACT_METHODS[n.target])
     if isinstance(al[0], Split):
         _split_reduction_ok(c, _ACT_METHODS[n.target])
         return rope.elementwise(L, n.name, al[0], out, _ACT_METHODS[n.target])

@@ -9,7 +9,7 @@ import torch
 import torch.fx as fx
 
 from asymspec.audit.lowering.context import Call
-from asymspec.audit.lowering.handlers import heads, rope
+from asymspec.audit.lowering.handlers import attention, heads, rope
 from asymspec.audit.lowering.handlers.shape import _tie
 from asymspec.audit.lowering.interpreter import Lowerer
 from asymspec.audit.lowering.registry import handles
@@ -38,6 +38,8 @@ _BINARY_METHODS = {"add": "add", "add_": "add", "sub": "add", "sub_": "add", "mu
 def _binary(L: Lowerer, n, op: str, al, ar, out):
     if op is None:
         raise Unsupported("where() of features")
+    if any(isinstance(v, attention.Scores) for v in al[:2]):  # eager attention logits
+        return attention.scores_binary(L, op, list(al[:2]), list(ar[:2]), out)
     if any(isinstance(v, (Split, Packed)) for v in al[:2]):
         # per-head products (graph attention: a . x' logits, alpha_h * x'_j messages)
         done = heads.binary(L, n, op, list(al[:2]), list(ar[:2]), out)

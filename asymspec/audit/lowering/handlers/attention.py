@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,6 +18,7 @@ from asymspec.audit.lowering.interpreter import Lowerer
 from asymspec.audit.lowering.registry import handler_for_module, handles
 from asymspec.audit.lowering.values import (
     Feat,
+    Packed,
     Raw,
     Split,
     Unsupported,
@@ -200,27 +202,145 @@ def _f_sdpa(c: Call):
         kr_, vr_ = _arg(ar, kr, 1, "key"), _arg(ar, kr, 2, "value")
         k = rope.repeat_heads(L, _qual_key(base, "k_rep"), k, n_rep, kr_, k.haxis, k.daxis)
         v = rope.repeat_heads(L, _qual_key(base, "v_rep"), v, n_rep, vr_, v.haxis, v.daxis)
+    return _attention_node(L, _qual_key(base, "attn") if base != n.name else n.name, q, k, v,
+                           out)
+
+
+def _attention_node(L: Lowerer, name: str, q: Split, k: Split, v: Split, out) -> Split:
+    """The IR attention node reading q, k, v of one head layout (see ``units._attention``)."""
     nodes = [q.node, k.node, v.node]
     size = L.ir.node(q.node)["size"]
-    if any(L.ir.node(x)["size"] != size for x in nodes):
+    if any(L.ir.node(x)["size"] != size for x in nodes) or len({q.heads, k.heads, v.heads}) != 1:
         raise Unsupported("value head_dim differs from the query / key head_dim")
-    att = L.add_node(_qual_key(base, "attn") if base != n.name else n.name, "attention", nodes,
-                     size, out, nd - 1, attrs={"heads": q.heads})
+    nd = out.dim()
+    att = L.add_node(name, "attention", nodes, size, out, nd - 1, attrs={"heads": q.heads})
     for i, x in enumerate(nodes):
         L.ir.add_attention_edge(x, att, i)
-    return Split(att, q.haxis, q.daxis, q.heads)
+    return Split(att, nd - 3, nd - 1, q.heads)
 
 
-def _as_heads(L: Lowerer, base: str, tag: str, x, real, nd: int) -> Split:
+# ---------------------------------------------------------------- eager attention
+class Scores(Packed):
+    """Attention logits / weights ``q k^T`` of split heads, shape (batch, heads, q tokens,
+    k tokens): eager attention (``matmul(q, k.transpose(-2, -1))``, scaling, an additive mask,
+    ``softmax``, ``matmul(weights, v)``) until the product with ``v`` makes it an attention node.
+
+    It subclasses :class:`Packed` only so that every generic path treats it as a feature value
+    whose nodes (``parts``: the scores' heads stand-in, q, k) are pinned when an op the
+    lowering does not model reads it, and whose first part is marked when it is an output;
+    every Packed-specific rule is refused (``paxis`` / ``take`` raise :class:`Unsupported`).
+    What keeps it exact: each op allowed on it is equivariant under permutations of the heads
+    and of the q / k dims that keep every ``q_h . k_h``; anything else is unsupported."""
+
+    def __init__(self, q: Split, k: Split, haxis: int, heads: Split) -> None:  # noqa: D107
+        self.parts = [heads, q, k]  # parts[0]: what the audit marks when the scores are output
+        self.q, self.k, self.haxis = q, k, haxis
+
+    @property
+    def paxis(self) -> int:  # type: ignore[override]
+        raise Unsupported("attention scores used as a packed projection")
+
+    def take(self, i: int) -> Split:
+        raise Unsupported("attention scores used as a packed projection")
+
+    def __repr__(self) -> str:
+        return f"Scores(q={self.q.node!r}, k={self.k.node!r})"
+
+
+def scores_matmul(c: Call):
+    """``matmul(q, k^T)`` of split heads -> :class:`Scores`; ``matmul(scores, v)`` -> the
+    attention node; anything else is not a product this lowering models."""
+    L, n, al, ar, out = c.lowerer, c.node, c.args, c.real_args, c.out
+    a, b = al[0], al[1]
+    nd = out.dim() if isinstance(out, torch.Tensor) else 0
+    if nd < 3 or any(r.dim() != nd for r in ar[:2]):
+        raise Unsupported("matrix product of features (not a weight)")
+    base = _module_of(L, n) or n.name
+    if isinstance(a, Scores):
+        v = _as_heads(L, base, "value", b, ar[1], nd)
+        if v.haxis != nd - 3 or v.daxis != nd - 1 or a.haxis != nd - 3:
+            raise Unsupported("attention weights times values in an unexpected layout")
+        return _attention_node(L, _qual_key(base, "attn") if base != n.name else n.name,
+                               a.q, a.k, v, out)
+    if isinstance(a, Packed) or isinstance(b, Packed):
+        raise Unsupported("matrix product of attention scores / packed projections")
+    q = _as_heads(L, base, "query", a, ar[0], nd)
+    k = _as_heads(L, base, "key", b, ar[1], nd, daxis=nd - 2)
+    if q.haxis != nd - 3 or q.daxis != nd - 1 or k.haxis != nd - 3 or k.daxis != nd - 2:
+        raise Unsupported("matrix product of split heads in an unexpected layout")
+    if q.heads != k.heads or L.ir.node(q.node)["size"] != L.ir.node(k.node)["size"]:
+        raise Unsupported("query and key head counts / sizes differ")
+    return Scores(q, k, nd - 3, _scores_heads(L, base, q, k, out))
+
+
+def _scores_heads(L: Lowerer, base: str, q: Split, k: Split, out) -> Split:
+    """The IR stand-in of the scores tensor, for when it is itself a model output
+    (``output_attentions``) or read by an unsupported op: what is kept is its head axis.  An
+    attention node ``(q, k, q)`` pairs q's and k's units (and puts them into heads); a node of
+    ``H`` units (``attention_scores``) is read by a tag node beside it, unit ``(h, i)`` reading
+    head ``h``, so fixing those ``H`` units (an output) fixes the heads of q and k while their
+    within-head dims stay free, as the scores allow.  When the scores only feed ``@ v`` this adds
+    no constraint (the attention node pairs q and k the same way)."""
+    heads, dh = rope.dims(L, q)
+    pair = L.add_node(_qual_key(base, "scores"), "attention", [q.node, k.node, q.node],
+                      heads * dh, out, out.dim() - 1, attrs={"heads": heads})
+    for i, x in enumerate((q.node, k.node)):
+        L.ir.add_attention_edge(x, pair, i)
+    probe = out.new_empty((1, heads)) if not out.is_meta else torch.empty(1, heads)
+    head = L.add_node(_qual_key(base, "scores_heads"), "attention_scores", [], heads, probe, 1)
+    tag = L.add_node(_qual_key(base, "scores_tag"), "broadcast", [pair, head], heads * dh, out,
+                     out.dim() - 1)
+    L.identity(pair, tag, 0)
+    L.ir.add_map_edge(head, tag, np.arange(heads * dh) // dh, 1)
+    return Split(head, 1, 1, 1)
+
+
+def scores_binary(L: Lowerer, op: str, operands: list, reals: list, out) -> Scores:
+    """Scaling attention logits by a scalar, adding a constant mask that is the same for every
+    head (causal / padding masks), or dividing by one: still the same q . k pairing."""
+    if op not in ("add", "mul") or not isinstance(out, torch.Tensor):
+        raise Unsupported("arithmetic on attention scores")
+    sc = [v for v in operands if isinstance(v, Scores)]
+    if len(sc) != 1:
+        raise Unsupported("arithmetic combining two attention score tensors")
+    s = sc[0]
+    nd = out.dim()
+    for v, r in zip(operands, reals):
+        if v is s or not isinstance(r, torch.Tensor) or r.dim() == 0:
+            continue
+        if not isinstance(v, Raw) or v.kind != "static" or L.params_in(v.fxnode):
+            raise Unsupported("attention scores combined with features or parameters")
+        ax = s.haxis - (nd - r.dim())
+        if ax >= 0 and r.shape[ax] != 1:
+            raise Unsupported("attention scores combined with a per-head table (e.g. ALiBi)")
+    return s
+
+
+def scores_unary(c: Call, fn: str) -> Scores:
+    """softmax over keys (or any non-head axis), exp, tanh (soft-capping): elementwise in the
+    heads, so the pairing survives."""
+    s, ar, kr = c.args[0], c.real_args, c.real_kwargs
+    if fn in ("softmax", "log_softmax"):
+        dim = ar[1] if len(ar) > 1 else kr.get("dim")
+        if not isinstance(dim, int) or dim % ar[0].dim() == s.haxis:
+            raise Unsupported(f"{fn} of attention scores across heads")
+    elif fn not in ("exp", "tanh", "sigmoid", "relu", "neg", "clamp"):
+        raise Unsupported(f"{fn} of attention scores")
+    return s
+
+
+def _as_heads(L: Lowerer, base: str, tag: str, x, real, nd: int, daxis: int | None = None
+              ) -> Split:
     """An SDPA operand as split heads.  A single head's projection is never split by its
     ``view`` (one head of ``dh`` channels is just ``dh`` channels), so it arrives as features on
     the last axis; multi-query attention then broadcasts it over the heads axis (``repeat_kv``
     of one key/value head only grows a non-channel axis).  Such an operand is one head repeated
     over the heads axis: every head sees the same permutation of its ``dh`` units."""
+    daxis = nd - 1 if daxis is None else daxis
     if isinstance(x, Split):
         return x
-    if not isinstance(x, Feat) or x.cdim != nd - 1 or real.dim() != nd or nd < 3:
+    if not isinstance(x, Feat) or x.cdim != daxis or real.dim() != nd or nd < 3:
         raise Unsupported("q, k, v are not (batch, heads, tokens, head_dim) projections")
-    one = Split(x.node, nd - 3, nd - 1, 1)
+    one = Split(x.node, nd - 3, daxis, 1)
     return rope.repeat_heads(L, _qual_key(base, f"{tag}_heads"), one, int(real.shape[nd - 3]),
-                             real, nd - 3, nd - 1)
+                             real, nd - 3, daxis)

@@ -14,7 +14,7 @@ from torch import nn
 from asymspec.audit.lowering.context import Call
 from asymspec.audit.lowering.interpreter import Lowerer
 from asymspec.audit.lowering.registry import handles
-from asymspec.audit.lowering.values import Feat, Raw, Unsupported, _arg, _qual_key
+from asymspec.audit.lowering.values import Feat, Packed, Raw, Split, Unsupported, _arg, _qual_key
 from asymspec.audit.params import (
     EffectiveWeight,
     plain_weight,
@@ -157,6 +157,10 @@ def _f_conv(c: Call):
 def _f_matmul(c: Call):
     L, n, al, ar, out = c.lowerer, c.node, c.args, c.real_args, c.out
     a, b = al[0], al[1]
+    if isinstance(a, (Split, Packed)) or isinstance(b, (Split, Packed)):
+        from asymspec.audit.lowering.handlers.attention import scores_matmul
+
+        return scores_matmul(c)  # eager attention: q k^T, then weights @ v
     a_ok = isinstance(a, Feat) or (isinstance(a, Raw) and a.kind in ("input", "opaque"))
     if a_ok and isinstance(b, Raw) and b.kind == "static" and ar[1].dim() == 2:
         x = L.feat(a, ar[0], -1)

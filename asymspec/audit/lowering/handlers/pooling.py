@@ -12,7 +12,15 @@ from asymspec.audit.lowering.handlers import heads
 from asymspec.audit.lowering.handlers.arithmetic import _binary
 from asymspec.audit.lowering.interpreter import Lowerer
 from asymspec.audit.lowering.registry import handles
-from asymspec.audit.lowering.values import Feat, Raw, Split, Unsupported, _arg, _opaque_like
+from asymspec.audit.lowering.values import (
+    Feat,
+    Packed,
+    Raw,
+    Split,
+    Unsupported,
+    _arg,
+    _opaque_like,
+)
 
 # ---------------------------------------------------------------- pooling / reductions
 _POOL_MODULES = {nn.MaxPool1d: "maxpool", nn.MaxPool2d: "maxpool", nn.AvgPool1d: "avgpool",
@@ -57,6 +65,8 @@ _REDUCE = {"mean": "global_avg_pool", "sum": "global_avg_pool", "amax": "global_
 
 def _reduce(L: Lowerer, n, al, kl, ar, kr, out, name: str):
     x = al[0]
+    if isinstance(x, Packed):  # a packed projection or eager attention scores: never unpinned
+        raise Unsupported(f"{name} of a packed projection / attention scores")
     if not isinstance(x, (Feat, Split)):
         return _opaque_like(out, n)
     nd = ar[0].dim()

@@ -152,7 +152,7 @@ def repeat_heads(L: Lowerer, base: str, s: Split, n_rep: int, out: torch.Tensor,
     src_head = new // n_rep if interleave else new % heads
     index = (src_head[:, None] * dh + np.arange(dh)[None, :]).reshape(-1)
     name = _node(L, base, "repeat_heads", [s.node], len(index), out, daxis,
-                 attrs={"n_rep": n_rep})
+                 attrs={"n_rep": n_rep, "interleave": interleave})
     L.ir.add_map_edge(s.node, name, index)
     return Split(name, haxis, daxis, heads * n_rep)
 
