@@ -10,6 +10,7 @@ from asymspec.families import expand_model
 from asymspec.ir.build import build_ir
 from asymspec.ir.graph import IRGraph
 from asymspec.passes import run_passes
+from asymspec.passes.init_plan import plan_init
 from asymspec.spec import Spec, load_spec, load_spec_text
 from asymspec.spec.limits import ir_size_problem
 
@@ -56,6 +57,7 @@ def compile_ir(spec: SpecLike, overrides: Sequence[str] | None = None,
         message, layer, _ = too_big
         raise s.error(ir.node(layer).get("source") or ("model",), message)
     ir = run_passes(ir, s.data.get("asymmetry"), s.error, draw=draw)
+    plan_init(ir, s.data.get("init"), s.error)  # which layers `init` re-draws (no torch)
     ir.g.graph["spec"] = s
     return ir
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from asymspec.ir.graph import IRGraph
 from asymspec.nn import ops
+from asymspec.nn.init import apply_init
 from asymspec.nn.masked import AsymConv2d, AsymLinear, SharedDense
 from asymspec.seeding import generator
 
@@ -114,6 +115,7 @@ class IRModule(nn.Module):
         self._modules_by_name = {n: self.get_submodule(n) for n, _ in self._steps}
         self._plan = _plan(self.input_names, self._steps, self.output_names)
         object.__setattr__(self, "ir", ir)  # not a submodule, not in state_dict
+        apply_init(self, ir, init_seed)  # the spec's `init` rule (no-op without one)
 
     def _register(self, name: str, module: nn.Module) -> None:
         parts = name.split(".")

@@ -14,6 +14,7 @@ from typing import Any
 
 from asymspec.errors import SpecError
 from asymspec.spec.defaults import fill_defaults, resolve_derived
+from asymspec.spec.init_rule import drop_default_init, normalise_init
 from asymspec.spec.messages import Problem, pick, type_name
 from asymspec.spec.overrides import Override, apply_override, parse_override
 from asymspec.spec.plain import to_plain
@@ -116,6 +117,8 @@ def _finish(data: dict[str, Any], file: str | None, values: dict[Path, Location]
         problem, more = pick(errors, spec.locate)
         raise _located(spec, problem, more)
 
+    if schema == "model":
+        data = normalise_init(data)  # `init: kaiming_normal` = `init: {weights: ...}`
     spec.data = fill_defaults(data, schema_validator.schema, schema_validator)
     if schema != "model":
         return spec
@@ -123,6 +126,7 @@ def _finish(data: dict[str, Any], file: str | None, values: dict[Path, Location]
         chosen = next((p for p in paths if p in spec.locations or spec.override_for(p)), paths[0])
         raise spec.error(chosen, message)
     resolve_derived(spec.data)
+    drop_default_init(spec.data)
     return spec
 
 

@@ -1,8 +1,8 @@
 """Checks JSON Schema cannot express, run by the loader on validated, default-filled data.
 
 Only checks that need nothing but the spec's own fields live here (size limits, finite asymmetry
-scales, resnet depth = 6n+2, cnn strides/channels lengths, odd cnn kernel, transformer
-heads | d_model).  Checks that need the
+scales, the ``init`` block's cross-field rules, resnet depth = 6n+2, cnn strides/channels
+lengths, odd cnn kernel, transformer heads | d_model).  Checks that need the
 built graph (cycles, unknown ``in`` names, shapes, nfix vs fan-in) belong to the IR builder.
 """
 
@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+from asymspec.spec.init_rule import init_problems
 from asymspec.spec.limits import size_problems
 
 _FLOAT_MAX = 1.7976931348623157e308
@@ -32,6 +33,7 @@ def semantic_problems(data: dict[str, Any]) -> Iterator[tuple[tuple[Path, ...], 
     """
     yield from size_problems(data)
     yield from _finite_scales(data)
+    yield from init_problems(data)
     model = data["model"]
     family = model["family"]
     if family == "resnet":
