@@ -1,12 +1,18 @@
-"""torchvision ops traced as functions: stochastic depth, Swin's patch-merging pad."""
+"""torchvision ops traced as functions: stochastic depth, Swin's patch-merging pad and
+shifted-window attention."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.fx as fx
 
 from asymspec.audit.lowering.context import Call
+from asymspec.audit.lowering.handlers import heads as heads_mod
+from asymspec.audit.lowering.handlers.attention import _linear_from
 from asymspec.audit.lowering.registry import handles
-from asymspec.audit.lowering.values import Feat, Unsupported, _arg
+from asymspec.audit.lowering.values import Feat, Raw, Unsupported, _arg
+from asymspec.audit.params import plain_weight
 
 
 def _torchvision_stochastic_depth():
@@ -58,3 +64,85 @@ def _f_patch_merging_pad(c: Call):
 
 if _torchvision_patch_merging_pad() is not None:
     handles(_torchvision_patch_merging_pad())(_f_patch_merging_pad)
+
+
+# ---------------------------------------------------------------- Swin shifted-window attention
+def _torchvision_swin():
+    try:
+        from torchvision.models import swin_transformer as sw
+    except Exception:  # pragma: no cover
+        return None
+    return sw
+
+
+def _param_key(L, low, fxarg) -> str:
+    """The state-dict key of an argument that is a parameter read as is."""
+    if not isinstance(low, Raw) or low.kind != "static" or fxarg not in L.param_nodes:
+        raise Unsupported("argument is not a parameter read as is")
+    return L.param_nodes[fxarg]
+
+
+def _f_shifted_window_attention(c: Call):
+    """``shifted_window_attention`` (Swin V1): multi-head self-attention inside each (shifted)
+    window, plus a learned relative position bias per head.
+
+    Windows, padding, the cyclic shift and its mask act on positions only, never on channels,
+    so the channel structure is that of ``nn.MultiheadAttention``: a packed q | k | v projection
+    (``qkv_weight`` rows), H heads that permute as blocks with one order for q, k, v and the
+    output, q and k sharing one permutation within each head and v its own, and the output
+    projection.  The bias ``B[h, i, j] = table[index[i, j], h]``
+    (``_get_relative_position_bias``) adds column ``h`` of the table to head ``h``'s scores: a
+    head permutation must move the table's columns with it, so the table is a node of H units
+    tied to the heads of q by group tags.  Swin V2's cosine attention (``logit_scale``) with a
+    bias computed by an MLP is not modelled."""
+    L, n, al, kl = c.lowerer, c.node, c.args, c.kwargs
+    ar, kr, out = c.real_args, c.real_kwargs, c.out
+    names = ("input", "qkv_weight", "proj_weight", "relative_position_bias", "window_size",
+             "num_heads", "shift_size", "attention_dropout", "dropout", "qkv_bias", "proj_bias",
+             "logit_scale", "training")
+    lo = {nm: _arg(al, kl, i, nm) for i, nm in enumerate(names)}
+    re = {nm: _arg(ar, kr, i, nm) for i, nm in enumerate(names)}
+    fx_ = {nm: _arg(n.args, n.kwargs, i, nm) for i, nm in enumerate(names)}
+    if re["logit_scale"] is not None:
+        raise Unsupported("Swin V2 cosine attention (logit scale, bias from an MLP)")
+    if re["training"] and (re["attention_dropout"] or re["dropout"]):
+        raise Unsupported("dropout in training mode")
+    x = L.feat(lo["input"], re["input"], -1)
+    heads, e = int(re["num_heads"]), re["input"].shape[-1]
+    qkv_key = _param_key(L, lo["qkv_weight"], fx_["qkv_weight"])
+    proj_key = _param_key(L, lo["proj_weight"], fx_["proj_weight"])
+    bias = fx_["relative_position_bias"]
+    sw = _torchvision_swin()
+    if not (isinstance(bias, fx.Node) and bias.target is sw._get_relative_position_bias
+            and bias.args[0] in L.param_nodes and not L.params_in(bias.args[1])):
+        raise Unsupported("relative position bias is not a table of learned columns per head")
+    table_key = L.param_nodes[bias.args[0]]
+    table = L.real[bias.args[0]]
+    if table.dim() != 2 or table.shape[1] != heads or e % heads:
+        raise Unsupported("relative position bias table does not have one column per head")
+    b_in = re["qkv_bias"] is not None
+    nodes = []
+    for i, tag in enumerate("qkv"):
+        f = _linear_from(L, f"{L.module_path()}.{tag}", x, re["qkv_weight"][i * e:(i + 1) * e],
+                         None, "trainable" if b_in else None, out)
+        nodes.append(f.node)
+    L.record(qkv_key, (tuple(nodes), x.node))
+    if b_in:
+        L.record(_param_key(L, lo["qkv_bias"], fx_["qkv_bias"]), (tuple(nodes),))
+    att = L.add_node(f"{L.module_path()}.attn", "attention", nodes, e, out, out.dim() - 1,
+                     attrs={"heads": heads})
+    for i, nd in enumerate(nodes):
+        L.ir.add_attention_edge(nd, att, i)
+    col = L.add_node(table_key, "param", [], heads, torch.zeros(1, heads), 1, bias="trainable")
+    L.record(table_key, (None, col))
+    heads_mod.link(L, nodes[0], col, heads)
+    b_out = re["proj_bias"] is not None
+    o = L.dense(f"{L.module_path()}.proj", "linear", Feat(att, out.dim() - 1),
+                plain_weight(proj_key, re["proj_weight"]), e, out, out.dim() - 1,
+                bias="trainable" if b_out else None,
+                bias_key=_param_key(L, lo["proj_bias"], fx_["proj_bias"]) if b_out else None)
+    return o
+
+
+if _torchvision_swin() is not None:
+    handles(_torchvision_swin().shifted_window_attention, raw=True)(_f_shifted_window_attention)
