@@ -415,3 +415,30 @@ def test_split_heads_never_leak_as_unpinned_values() -> None:
         report = audit(Net(mode).eval(), (torch.randn(1, 5, 8),))
         assert [u.reason for u in report.unsupported] == [why], mode
         assert "q" in report.unknown_layers  # the split projection is pinned, not ignored
+
+
+class _Rms(nn.Module):
+    """Linear -> RMSNorm (``nn.RMSNorm`` or ``F.rms_norm``) -> ReLU -> Linear: 8 free units."""
+
+    def __init__(self, functional: bool):
+        super().__init__()
+        self.functional = functional
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 3)
+        self.n = nn.RMSNorm(8)
+
+    def forward(self, x):
+        h = self.a(x)
+        h = F.rms_norm(h, (8,), self.n.weight) if self.functional else self.n(h)
+        return self.b(torch.relu(h))
+
+
+@pytest.mark.parametrize("functional", [False, True], ids=["module", "functional"])
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_torch_rms_norm(functional: bool, tracer: str) -> None:
+    """``nn.RMSNorm`` / ``F.rms_norm`` / ``aten.rms_norm``: channel-equivariant, weight permuted
+    with the channels: |Aut| = 8!, checked numerically (the weight is randomised by the check)."""
+    report = audit(_Rms(functional).eval(), (torch.randn(2, 4),), tracer=tracer)
+    assert not report.unsupported and report.verdict == "symmetric"
+    assert report.log10_order == pytest.approx(lg(8), abs=1e-9)
+    (axis,) = report.ir.g.graph["tensor_axes"]["n.weight"]  # permuted with the 8 channels
+    assert axis is not None and report.ir.node(axis)["size"] == 8

@@ -192,8 +192,16 @@ def _f_sdpa(c: Call):
     for t in (q, k, v):
         if t.haxis != nd - 3 or t.daxis != nd - 1:
             raise Unsupported("unexpected head layout")
-    if any(isinstance(x, (Feat, Split)) for x in _flat_values(list(al[3:]) + list(kl.values()))):
+    if any(isinstance(x, (Feat, Split, Packed))
+           for x in _flat_values(list(al[3:]) + list(kl.values()))):
         raise Unsupported("attention mask computed from features")
+    mask = _arg(ar, kr, 3, "attn_mask")
+    if isinstance(mask, torch.Tensor) and mask.dim() >= 3 and mask.shape[-3] > 1:
+        if mask.is_meta:
+            raise Unsupported("per-head attention mask without values (meta device)")
+        m = mask.reshape((1,) * (nd - mask.dim()) + tuple(mask.shape))
+        if m.shape[nd - 3] > 1 and not bool((m == m.narrow(nd - 3, 0, 1)).all()):
+            raise Unsupported("attention mask that differs between heads")
     if k.heads != q.heads or v.heads != q.heads:
         if not _arg(ar, kr, 7, "enable_gqa", False) or k.heads != v.heads \
                 or q.heads % k.heads:

@@ -1,7 +1,10 @@
-"""Normalisation layers: batch, instance, layer and group norm (modules and functional forms)."""
+"""Normalisation layers: batch, instance, layer, RMS and group norm (modules and functional
+forms).  An RMSNorm written out by hand (Llama's ``w * x.to(float32) * rsqrt(x.pow(2).mean(-1,
+keepdim=True) + eps)``) is lowered op by op instead: a channel reduction and products."""
 
 from __future__ import annotations
 
+import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
@@ -90,6 +93,49 @@ def _f_ln(c: Call):
                 raise Unsupported("layer_norm affine parameters are not plain tensors")
             key = L.prefix + str(arg.target)
             L.record(key, axes, constant=key not in L.params)
+    return f
+
+
+def _rms_targets() -> list:
+    """``F.rms_norm`` / ``aten.rms_norm`` where this torch has them."""
+    aten = getattr(getattr(torch.ops.aten, "rms_norm", None), "default", None)
+    return [getattr(F, "rms_norm", None), aten]
+
+
+@handles(getattr(nn, "RMSNorm", None))
+def _m_rms(c: Call):
+    """``x * rsqrt(mean(x^2) + eps) * weight`` over the last axes: permutation-equivariant in
+    the channels (the mean is symmetric), its weight permuted with them."""
+    L, m, qual, al, ar, out = c.lowerer, c.module, c.qual, c.args, c.real_args, c.out
+    shape = [m.normalized_shape] if isinstance(m.normalized_shape, int) else \
+        list(m.normalized_shape)
+    f, axes = _rms(L, qual, al[0], ar[0], out, shape)
+    if m.weight is not None:
+        L.record(_qual_key(qual, "weight"), axes)
+    return f
+
+
+def _rms(L: Lowerer, base: str, x_low, x_real, out, shape: list):
+    x = L.feat(x_low, x_real, -1 if isinstance(x_low, Raw) else None)
+    first = x_real.dim() - len(shape)
+    if x.cdim < first:
+        raise Unsupported("rms_norm does not normalise over the channel axis")
+    f = L.elementwise(base, "layernorm", x, out, role="norm", attrs={"rms": True})
+    return f, tuple(f.node if first + i == x.cdim else None for i in range(len(shape)))
+
+
+@handles(*_rms_targets(), raw=True)
+def _f_rms(c: Call):
+    L, n, al, ar, kr, out = c.lowerer, c.node, c.args, c.real_args, c.real_kwargs, c.out
+    shape = _arg(ar, kr, 1, "normalized_shape")
+    shape = [shape] if isinstance(shape, int) else list(shape)
+    f, axes = _rms(L, _module_of(L, n) or n.name, al[0], ar[0], out, shape)
+    arg = _arg(n.args, n.kwargs, 2, "weight")
+    if arg is not None:
+        if not isinstance(arg, fx.Node) or arg.op != "get_attr":
+            raise Unsupported("rms_norm weight is not a plain tensor")
+        key = L.prefix + str(arg.target)
+        L.record(key, axes, constant=key not in L.params)
     return f
 
 
