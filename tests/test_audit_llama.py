@@ -239,6 +239,23 @@ def test_phi_partial_rotary_gqa_closed_form() -> None:
         assert torch.allclose(out, ref, rtol=1e-10, atol=1e-10) == same, sigma
 
 
+def test_gptj_interleaved_partial_rotary_closed_form() -> None:
+    """GPT-J rotates interleaved pairs ``(2i, 2i + 1)`` of the first ``rotary_dim = 4`` of
+    dh = 8 dims (``rotate_every_two``: ``x[..., ::2]``, ``x[..., 1::2]``,
+    ``stack((-x2, x1), -1).flatten(-2)``, tables by ``repeat_interleave``); the same derivation
+    with pairs ``(2i, 2i + 1)`` instead of ``(i, i + r/2)``.  d = 32, H = 4 (MHA), one layer,
+    MLP 48, parallel attention / MLP: log10 d! + log10 H! + H log10 4! + H log10 8! +
+    log10 48!."""
+    cfg = transformers.GPTJConfig(vocab_size=50, n_embd=32, n_layer=1, n_head=4, rotary_dim=4,
+                                  n_positions=64, use_cache=False, n_inner=48, bos_token_id=0,
+                                  eos_token_id=0)
+    torch.manual_seed(0)
+    report = audit(transformers.GPTJForCausalLM(cfg).eval(), _ids())
+    assert not report.unsupported and report.verdict == "symmetric"
+    assert report.log10_order == pytest.approx(llama_log10(32, 4, 4, 8, 48, 1, unrotated=4),
+                                               abs=1e-6)
+
+
 # ------------------------------------------------------------------ a hand-written RoPE block
 ROPE_NET = textwrap.dedent('''
     import torch

@@ -41,7 +41,10 @@ The lowering produces exactly this without knowing it is RoPE: the two slices an
 concatenation of rotate_half keep the halves apart and, with the sum ``x * cos + rot(x) * sin``,
 force the same permutation on both members of a pair; the ``cos`` / ``sin`` columns then leave
 only pairs with identical columns (equal frequencies) interchangeable, and an unrotated slice
-(``q[..., r:]``, concatenated back) keeps its own free permutation.  v is never rotated: its
+(``q[..., r:]``, concatenated back) keeps its own free permutation.  GPT-J's interleaved pairs
+``(2i, 2i + 1)`` (``x[..., ::2]``, ``x[..., 1::2]``, ``stack((-x2, x1), -1).flatten(-2)``) go
+through strided slices, a stack (:class:`Packed`) and the reshape merging it into head_dim: the
+same argument with other pair indices.  v is never rotated: its
 dimensions permute jointly with the matching ``o_proj`` input columns.
 
 Anything else done to a split tensor (a table that depends on a parameter, an op not listed,

@@ -174,6 +174,8 @@ def _reshape_packed(L: Lowerer, base: str, x: Packed, ins: tuple, outs: tuple, o
     ax = [_axis_after_reshape(ins, outs, a) for a in (p, s0.haxis, s0.daxis)]
     if None not in ax and len(set(ax)) == 3:
         return Packed([Split(s.node, ax[1], ax[2], s.heads) for s in x.parts], ax[0])
+    if abs(s0.daxis - p) == 1:
+        return _merge_parts_into_dims(L, base, x, ins, outs, out)
     h = s0.haxis
     d = _axis_after_reshape(ins, outs, s0.daxis)
     if abs(h - p) != 1 or d is None:
@@ -201,6 +203,35 @@ def _reshape_packed(L: Lowerer, base: str, x: Packed, ins: tuple, outs: tuple, o
     for slot, (src, idx) in enumerate(by_src.items()):
         L.ir.add_map_edge(src, name, idx, slot)
     return Split(name, k, d, n_parts * heads)
+
+
+def _merge_parts_into_dims(L: Lowerer, base: str, x: Packed, ins: tuple, outs: tuple, out
+                           ) -> Split:
+    """The parts axis of stacked split heads merged with head_dim: head dim ``j`` of the result
+    is dim ``j // P`` of part ``j % P`` (parts axis after head_dim: interleaved, GPT-J) or dim
+    ``j % dh`` of part ``j // dh`` (before it)."""
+    p, s0 = x.paxis, x.parts[0]
+    d, n_parts = s0.daxis, len(x.parts)
+    heads, dh = rope.dims(L, s0)
+    h = _axis_after_reshape(ins, outs, s0.haxis)
+    merged = [k for k in range(len(outs)) if outs[k] == dh * n_parts
+              and math.prod(outs[:k]) == math.prod(ins[:min(d, p)])]
+    if h is None or len(merged) != 1 or merged[0] == h:
+        raise Unsupported(f"reshape of stacked split heads {list(ins)} -> {list(outs)}")
+    width = dh * n_parts
+    j = np.arange(width)
+    part, dim = (j % n_parts, j // n_parts) if d < p else (j // dh, j % dh)
+    name = L.add_node(base, "concat", list(dict.fromkeys(s.node for s in x.parts)),
+                      heads * width, out, merged[0])
+    by_src: dict[str, np.ndarray] = {}
+    hh = np.arange(heads)[:, None]
+    for i, s in enumerate(x.parts):
+        idx = by_src.setdefault(s.node, np.full(heads * width, -1, dtype=np.int64))
+        cols = np.nonzero(part == i)[0]
+        idx[(hh * width + cols[None, :]).reshape(-1)] = (hh * dh + dim[cols][None, :]).reshape(-1)
+    for slot, (src, idx) in enumerate(by_src.items()):
+        L.ir.add_map_edge(src, name, idx, slot)
+    return Split(name, h, merged[0], heads)
 
 
 def _squeeze_map(nd_in: int, nd_out: int, name: str, dims_arg, ins: tuple) -> list[int] | None:
@@ -593,16 +624,22 @@ def _f_cat(c: Call):
 
 def _cat_heads(L: Lowerer, n, items_l, items_r, dim: int, stack: bool, out) -> Split:
     """``torch.cat`` of split heads: along head_dim (rotate_half, rotated | unrotated dims),
-    along the heads axis, or along another axis (tokens: the units are shared)."""
-    if stack or not all(isinstance(v, Split) for v in items_l):
-        raise Unsupported("stacking split heads, or concatenating them with other tensors")
+    along the heads axis, or along another axis (tokens: the units are shared).  ``torch.stack``
+    of split heads (GPT-J's ``rotate_every_two``: ``stack((-x2, x1), -1).flatten(-2)``) is a
+    :class:`Packed` of the parts along the new axis, resolved by the reshape that follows."""
+    if not all(isinstance(v, Split) for v in items_l):
+        raise Unsupported("concatenating split heads with other tensors")
     nd = out.dim()
-    if any(r.dim() != nd for r in items_r):
+    if any(r.dim() != nd - stack for r in items_r):
         raise Unsupported("concatenating split heads of different ranks")
     s0 = items_l[0]
-    if any((s.haxis, s.daxis) != (s0.haxis, s0.daxis) for s in items_l):
+    if any((s.haxis, s.daxis) != (s0.haxis, s0.daxis) for s in items_l) \
+            or len({rope.dims(L, s) for s in items_l}) != 1:
         raise Unsupported("concatenating split heads with different layouts")
     d = dim % nd
+    if stack:
+        return Packed([Split(s.node, s.haxis + (s.haxis >= d), s.daxis + (s.daxis >= d),
+                             s.heads) for s in items_l], d)
     base = _module_of(L, n) or n.name
     if d == s0.daxis:
         return rope.concat_dims(L, base, list(items_l), out, s0.haxis, s0.daxis)
