@@ -78,7 +78,8 @@ def llama_log10(d: int, heads: int, kv: int, dh: int, m: int, layers: int,
     return lg(d) + layers * (lg(kv) + kv * lg(n) + kv * lg(dh) + kv * lg(unrotated) + lg(m))
 
 
-@pytest.mark.parametrize("kv,tie", [(4, False), (2, False), (2, True), (1, False)],
+@pytest.mark.parametrize("kv,tie", [(4, False), (2, False), (2, True),
+                                    pytest.param(1, False, marks=pytest.mark.slow)],
                          ids=["mha", "gqa", "gqa-tied", "mqa"])
 def test_llama_closed_form(kv: int, tie: bool) -> None:
     """d = 32, H = 4 heads of dh = 8, K = kv heads (4: MHA, 2: GQA, 1: multi-query), m = 48,
@@ -360,7 +361,8 @@ def test_injected_rotated_dim_generator_exits_3(rope_net, monkeypatch, dims, ok:
         assert "#0" in res.output and "internal error" in res.output
 
 
-@pytest.mark.parametrize("kv", [2, 1], ids=["gqa", "mqa"])
+@pytest.mark.parametrize("kv", [2, pytest.param(1, marks=pytest.mark.slow)],
+                         ids=["gqa", "mqa"])
 def test_eager_attention_closed_form(kv: int) -> None:
     """``attn_implementation="eager"``: ``matmul(q, repeat_kv(k).transpose(2, 3)) * scaling``,
     ``+ causal_mask``, ``softmax(dim=-1)``, ``matmul(weights, repeat_kv(v))`` is lowered to
