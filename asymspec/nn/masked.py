@@ -53,7 +53,8 @@ class _Frozen(NamedTuple):
     values: torch.Tensor  # their fixed values, in the layout's dtype and device
     host: tuple | None  # CPU float only: (positions, values) as numpy arrays — on one thread
     #                     numpy's fancy indexing scatters ~1.3x faster than index_fill_
-    sentinels: tuple[tuple[int, float], ...]  # watched entries (module docstring)
+    sentinels: tuple[int, float, int, float] | None  # two watched entries (position, value),
+    #                                                  CPU only (module docstring)
 
 
 class _ZeroFrozenGrad(torch.autograd.Function):
@@ -73,17 +74,19 @@ class _ZeroFrozenGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        frozen = ctx.frozen
+        if (frozen.host is not None and grad.is_contiguous() and grad.stride() == ctx.stride
+                and grad.dtype == ctx.dtype and not grad.requires_grad
+                and torch.get_num_threads() == 1):  # the common case, fewest Python steps
+            grad.numpy().reshape(-1)[frozen.host[0]] = 0
+            return grad, None, None
         flat = _flat_view(grad)
         if flat is None:  # an unusual (overlapping / strided) layout: stay out of place
             grad = grad.contiguous()
             flat = grad.view(-1)
-        frozen = ctx.frozen
         if grad.stride() != ctx.stride or grad.dtype != ctx.dtype:
             frozen = ctx.layer._frozen_index(grad)
-        if frozen.host is not None and not grad.requires_grad and torch.get_num_threads() == 1:
-            flat.numpy()[frozen.host[0]] = 0
-        else:
-            flat.index_fill_(0, frozen.index, 0)
+        flat.index_fill_(0, frozen.index, 0)
         return grad, None, None
 
 
@@ -116,7 +119,9 @@ def fast_path(enabled: bool) -> Iterator[None]:
 def _use_fast_path(w: torch.Tensor) -> bool:
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return False
-    return _FAST_PATH[0] and isinstance(w, nn.Parameter) and w.is_leaf
+    # type() first: isinstance(w, nn.Parameter) runs Parameter's Python __instancecheck__
+    return _FAST_PATH[0] and (type(w) is nn.Parameter or isinstance(w, nn.Parameter)) \
+        and w.is_leaf
 
 
 _STEPS = [0]  # optimizer steps taken in this process, by any torch.optim.Optimizer
@@ -143,12 +148,12 @@ def _locate(mask: torch.Tensor, fixed: torch.Tensor, like: torch.Tensor) -> _Fro
     strides = torch.tensor(like.stride(), dtype=torch.long, device=coords.device)
     index = (coords * strides[:, None]).sum(0)
     values = fixed[tuple(coords)].to(like.dtype)
-    host, sentinels = None, ()
+    host, sentinels = None, None
     if like.device.type == "cpu" and like.dtype in (torch.float32, torch.float64):
         host = (index.numpy(), values.numpy())
         if index.numel():  # the largest fixed value in magnitude (any decay or noise moves
-            k = int(values.abs().argmax())  # it) and the last frozen entry in memory
-            sentinels = tuple((int(index[j]), float(values[j])) for j in {k, index.numel() - 1})
+            k, last = int(values.abs().argmax()), index.numel() - 1  # it), the last in memory
+            sentinels = (int(index[k]), float(values[k]), int(index[last]), float(values[last]))
     return _Frozen(index.to(like.device), values.to(like.device), host, sentinels)
 
 
@@ -204,29 +209,41 @@ class MaskedWeightMixin(nn.Module):
 
     def forward_weight(self) -> torch.Tensor:
         """The effective weight for a forward pass: equal to :meth:`effective_weight`, same
-        gradient, but in eager mode without a dense pass over the weight (module docstring)."""
-        w = self.weight
-        if self.weight_mask is not None:
-            frozen = self._write_frozen(w) if _use_fast_path(w) else None
+        gradient, but in eager mode without a dense pass over the weight (module docstring).
+
+        (Parameters and buffers are read from their dicts: ``nn.Module.__getattr__`` costs
+        microseconds per lookup, a visible share of a small layer's forward.)"""
+        buffers = self._buffers
+        w = self._parameters.get("weight")
+        if w is None:
+            w = buffers["weight"]
+        mask = buffers.get("weight_mask")
+        if mask is not None:
+            frozen = self._write_frozen(w, mask) if _use_fast_path(w) else None
             if frozen is None:
-                w = torch.where(self.weight_mask, w, self.weight_fixed)
+                w = torch.where(mask, w, buffers["weight_fixed"])
             else:
                 w = _ZeroFrozenGrad.apply(w, self, frozen)
-        if self.weight_offset is not None:
-            w = w + self.weight_offset
+        offset = buffers.get("weight_offset")
+        if offset is not None:
+            w = w + offset
         return w
 
-    def _write_frozen(self, w: torch.Tensor) -> _Frozen | None:
+    def _write_frozen(self, w: torch.Tensor, mask: torch.Tensor) -> _Frozen | None:
         """Make the frozen entries of ``w`` hold their fixed values (writing only when they
         may have moved, module docstring); return them, or None when ``w`` cannot be written
         in place (then forward uses the reference formula)."""
-        frozen = self._frozen_index(w)
-        stamp = (w._version, w.data_ptr(), _STEPS[0])
+        fixed = self._buffers["weight_fixed"]
         done = self._written
-        if done is not None and done[0] is w and done[1] == stamp and done[2] is frozen:
-            host = done[3]
-            if all(host[i] == v for i, v in frozen.sentinels):
+        if (done is not None and done[0] is w and done[1] == w._version
+                and done[2] == _STEPS[0] and done[3] == w.data_ptr() and done[4] is mask
+                and done[5] == mask._version and done[6] is fixed
+                and done[7] == fixed._version):
+            frozen, host = done[8], done[9]
+            s = frozen.sentinels
+            if s is None or (host[s[0]] == s[1] and host[s[2]] == s[3]):
                 return frozen
+        frozen = self._frozen_index(w)
         flat = _flat_view(w.data)
         if flat is None:
             return None
@@ -236,7 +253,8 @@ class MaskedWeightMixin(nn.Module):
                 host[frozen.host[0]] = frozen.host[1]
             else:  # index_copy_ runs on all of torch's threads
                 flat.index_copy_(0, frozen.index, frozen.values)
-            self._written = (w, stamp, frozen, host)
+            self._written = (w, w._version, _STEPS[0], w.data_ptr(), mask, mask._version,
+                             fixed, fixed._version, frozen, host)
         else:  # off the CPU: no cheap host read, so write on every forward
             flat.index_copy_(0, frozen.index, frozen.values)
         return frozen
