@@ -329,3 +329,20 @@ def test_unchanged_weights_are_not_rewritten_and_refresh_forces_a_write() -> Non
     fc1.weight.data.mul_(0.5)  # a .data decay moves the sentinels: written without refresh
     ref, _ = _reference(model, (x,))
     assert torch.equal(model(x), ref)
+
+
+def test_copies_rebuild_their_caches() -> None:
+    """deepcopy / pickle carry no cached positions or views of the original's memory."""
+    import pickle
+
+    ir = asymspec.compile_ir(SPECS["mlp_all"])
+    model = asymspec.nn.emit(ir, 7)
+    (x,) = asymspec.example_inputs(ir, batch=3)
+    model(x)
+    assert model.fc1._written is not None
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert twin.fc1._written is None and twin.fc1._frozen_cache is None
+        _drift(twin, "twin")
+        ref, _ = _reference(twin, (x,))
+        assert torch.equal(twin(x), ref)
+    assert torch.equal(model(x), _reference(model, (x,))[0])  # the original is untouched

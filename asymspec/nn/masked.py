@@ -278,6 +278,11 @@ class MaskedWeightMixin(nn.Module):
             hit = cache[1][layout] = _locate(mask, fixed, like)
         return hit
 
+    def __getstate__(self) -> dict:  # copy.deepcopy, pickle: caches are rebuilt, not copied
+        state = dict(super().__getstate__())
+        state["_frozen_cache"] = state["_written"] = None
+        return state
+
     def _apply(self, fn, recurse=True):  # .to(), .cuda(), .half(): drop device-bound caches
         self._frozen_cache = self._written = None
         return super()._apply(fn, recurse)
