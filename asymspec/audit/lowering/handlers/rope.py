@@ -73,6 +73,11 @@ def dims(L: Lowerer, s: Split) -> tuple[int, int]:
 
 def _node(L: Lowerer, base: str, op: str, inputs: list[str], size: int, out: torch.Tensor,
           daxis: int, attrs: dict | None = None) -> str:
+    n = L.node
+    if n is not None and base.startswith(n.name):  # a bare fx name: say which module it is in
+        stack = n.meta.get("nn_module_stack") or {}
+        if stack and "asymspec_name" not in n.meta:
+            base = f"{L.prefix}{list(stack.values())[-1][0]}.{base}"
     return L.add_node(base, op, inputs, size, out, daxis, attrs=attrs)
 
 
