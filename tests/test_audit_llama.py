@@ -273,7 +273,7 @@ ROPE_NET = textwrap.dedent('''
         """Embedding -> one attention block (RoPE on the first `rot` dims of each head) ->
         residual -> vocabulary head.  fx-traceable (no control flow on values)."""
 
-        def __init__(self, vocab=20, d=16, heads=2, rot=4, base=10000.0):
+        def __init__(self, vocab=20, d=16, heads=2, rot=4, base=10000.0, inv_freq=None):
             super().__init__()
             self.h, self.dh, self.rot = heads, d // heads, rot
             self.emb = nn.Embedding(vocab, d)
@@ -283,6 +283,8 @@ ROPE_NET = textwrap.dedent('''
             self.o = nn.Linear(d, d, bias=False)
             self.out = nn.Linear(d, vocab)
             inv = 1.0 / base ** (torch.arange(0, rot, 2).float() / rot)
+            if inv_freq is not None:
+                inv = torch.tensor(inv_freq, dtype=torch.float32)
             self.register_buffer("inv_freq", inv, persistent=False)
 
         def rope(self, x, cos, sin):
@@ -330,6 +332,20 @@ def test_hand_written_partial_rope_closed_form(rope_net, tracer: str) -> None:
     assert not report.unsupported and report.verdict == "symmetric"
     assert report.log10_order == pytest.approx(lg(16) + lg(2) + 2 * lg(4) + 2 * lg(8),
                                                abs=1e-6)
+
+
+def test_equal_rotary_frequencies_let_whole_pairs_trade_places(rope_net) -> None:
+    """Two rotated pairs with the *same* frequency (never for ``base^(-2i/r)``, forced here):
+    ``R(delta)`` rotates both planes alike, so mapping pair (0, 2) onto pair (1, 3) with its
+    orientation kept (0 -> 1, 2 -> 3, jointly in q and k) leaves every score unchanged -- one
+    extra factor 2! per head, which the lowering finds from the cos / sin columns alone."""
+    _, mod = rope_net
+    torch.manual_seed(0)
+    x = (torch.randint(0, 20, (1, 8), generator=torch.Generator().manual_seed(0)),)
+    distinct = lg(16) + lg(2) + 2 * lg(4) + 2 * lg(8)
+    report = audit(mod.RopeNet(inv_freq=[0.7, 0.7]).eval(), x)
+    assert not report.unsupported and report.verdict == "symmetric"
+    assert report.log10_order == pytest.approx(distinct + 2 * lg(2), abs=1e-6)
 
 
 def _inject(monkeypatch, generator: dict) -> None:
