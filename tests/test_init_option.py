@@ -39,6 +39,9 @@ OLD_DIGESTS = {
     "resnet8_zoo_sigma.yaml": (
         "e4275d44a95a6ea6521cd97fb445f3876f441f8b1b01e1492963a1658919d580",
         "e028680be22204fa6dc8d02476adf2fef3dd66a326720284c457ba9fa4b626a9"),
+    "resnet8_zoo_small.yaml": (
+        "28aa4fbafb3e967ff29824e5716d25d31cc25249a70ca4a5a1ef9d41a08210af",
+        "142be1581b0de84bb155f25f3cbbf61dafe450a708446d4654c86e06dc83f216"),
     "resnet8_zoo_wasym_ref.yaml": (
         "b23c9483ff4f228aa4364637a88580f8804dc78000a67e41b0c1d9df497c219c",
         "d5bb2dfc09c310bd7aa21310fd04eecd474374f3f19c300f153f835cfc5899b0"),
