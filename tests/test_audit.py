@@ -492,25 +492,42 @@ def test_cli_perm_spec_and_errors(tmp_path) -> None:
 
 
 # ------------------------------------------------------------------ every torchvision model
-TV_SIZE = {"vit": 224, "maxvit": 224, "inception": 96}
+# the smallest input each family takes (its architecture unchanged): ViTs are built for a 32 px
+# image (28 for patch 14: a 2 x 2 patch grid plus the class token -- image_size only sizes the
+# position embedding), MaxViT's 7 x 7 partitions need 224, Inception-v3 needs >= 75
+TV_SIZE = {"vit_h_14": 28, "vit": 32, "maxvit": 224, "inception": 96}
+TV_NOT_UNDERSTOOD = {"maxvit_t"}  # einsum relative attention: a flagged lower bound
 
 
 @pytest.mark.slow
 def test_every_torchvision_classifier_audits_without_crashing() -> None:
+    """Every torchvision classifier is lowered, verified and its every generator checked
+    numerically on the real module (the audit's own check, composites bisected on failure);
+    each is fully understood except those listed in TV_NOT_UNDERSTOOD (whose unknown verdict
+    must name its cause).  Measured: ~10 min alone on the 2-core machine (README)."""
+    import time
+
     names = tv.models.list_models(module=tv.models)
-    partial = []
+    partial, slowest = [], []
     for name in names:
         size = next((s for p, s in TV_SIZE.items() if name.startswith(p)), 64)
-        model = tv.models.get_model(name, weights=None)
+        kw = {"image_size": size} if name.startswith("vit") else {}
+        t0 = time.perf_counter()
+        model = tv.models.get_model(name, weights=None, **kw)
         report = audit(model, torch.randn(1, 3, size, size))
+        slowest.append((time.perf_counter() - t0, name))
         assert report.verdict in ("symmetric", "unknown"), name
         assert report.verdict == "symmetric" or report.unsupported, name  # unknown names why
+        assert report.numeric is not None and report.numeric.generators == len(
+            report.generators), name
         if report.unsupported:
             partial.append(name)
-        del model
+        del model, report
+    slowest.sort(reverse=True)
     print(f"{len(names) - len(partial)} of {len(names)} fully understood; lower bounds: "
-          f"{', '.join(partial)}")
-    assert len(names) - len(partial) >= 73  # measured before the lowering became a package
+          f"{', '.join(partial)}; slowest: "
+          f"{', '.join(f'{n} {t:.0f} s' for t, n in slowest[:5])}")
+    assert set(partial) <= TV_NOT_UNDERSTOOD, partial
 
 
 def test_channel_shuffle_split_heads_and_sdpa() -> None:

@@ -76,3 +76,28 @@ def test_head_permutation_must_move_the_bias_table() -> None:
     assert not _same(model, sd)
     sd[a + "relative_position_bias_table"] = sd[a + "relative_position_bias_table"][:, [1, 0]]
     assert _same(model, sd)
+
+
+def test_swin_v2_closed_form() -> None:
+    """Swin V2 blocks: cosine attention (q, k normalised within each head, so the joint
+    within-head permutation of q and k still leaves every score unchanged) scaled by a learned
+    temperature per head (``logit_scale`` (H, 1, 1): moves with the heads), and a bias computed
+    by an MLP ``2 -> 512 -> H`` from constant coordinates: its output units are the heads (moving
+    the rows of its last layer with the heads) and its 512 hidden units permute freely.
+    |Aut| = ``C! [H! (dh!)^(2H) (4C)! 512!]^L``."""
+    from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformerBlockV2
+
+    torch.manual_seed(0)
+    model = SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[2], num_heads=[2],
+                            window_size=[2, 2], num_classes=3, block=SwinTransformerBlockV2,
+                            downsample_layer=PatchMergingV2).double().eval()
+    report = audit(model, (X,))
+    assert not report.unsupported and report.verdict == "symmetric"
+    c, h, blocks = 8, 2, 2
+    assert report.log10_order == pytest.approx(
+        lg(c) + blocks * (lg(h) + 2 * h * lg(c // h) + lg(4 * c) + lg(512)), abs=1e-9)
+    ir = lower_module(model, (X,))
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    spec = perm_spec(ir, list(state))
+    perms = random_group_perms(spec, torch.Generator().manual_seed(0))
+    assert _same(model, permute_state_dict(ir, state, spec.node_perms(ir, perms)))

@@ -173,6 +173,11 @@ def perm_spec(ir: IRGraph, state_keys: list[str] | None = None) -> PermSpec:
                 g.kind, g.reason = "fixed", f"GroupNorm with groups at '{n}'"
             elif n in derived_set and len(nodes) > 1:
                 g.kind, g.reason = "fixed", f"'{n}' is partly derived (padding / concat)"
+            elif n not in derived_set and node["unit_colour"] is not None \
+                    and len(np.unique(node["unit_colour"])) > 1:
+                # units told apart by constant values (a constant read as features): only
+                # colour-preserving permutations are symmetries, which no group kind states
+                g.kind, g.reason = "fixed", f"units of '{n}' carry distinct constant values"
         if g.kind != "fixed" and len(nodes) == 1 and nodes[0] in derived_set:
             continue  # a purely derived node: no group of its own
         groups[name] = g

@@ -60,6 +60,11 @@ def _aligned(s: Split, r: torch.Tensor, nd: int) -> Split:
     return Split(s.node, s.haxis + shift, s.daxis + shift, s.heads)
 
 
+def _named(L: Lowerer, base: str) -> str:
+    """Node names carry the layer's path (``conv1.mul``) when lowered inside a layer's graph."""
+    return base if base.startswith(L.prefix) else L.prefix + base
+
+
 def _blocks(heads: int, dh: int, value: float = 1.0) -> torch.Tensor:
     """(heads, heads * dh): row h has ``value`` on the columns of head h, zero elsewhere."""
     w = torch.zeros(heads, heads * dh)
@@ -133,7 +138,7 @@ def binary(L: Lowerer, n: fx.Node, op: str, operands: list, reals: list, out
 def scale(L: Lowerer, base: str, s: Split, key: str, out: torch.Tensor) -> Split:
     """``x * a``, ``a`` a parameter with one entry per unit of the split tensor ``x``."""
     heads, dh = dims(L, s)
-    name = L.add_node(base, "affine", [s.node], heads * dh, out, s.daxis,
+    name = L.add_node(_named(L, base), "affine", [s.node], heads * dh, out, s.daxis,
                       attrs={"fn": "mul", "per_unit": key})
     L.identity(s.node, name)
     key = L.key(key)
@@ -156,7 +161,7 @@ def _rank(L: Lowerer, key: str) -> tuple:
 def gate(L: Lowerer, base: str, g: str, s: Split, out: torch.Tensor) -> Split:
     """``g * x``: per-head values ``g`` (``H`` units) broadcast over each head of ``x``."""
     heads, dh = dims(L, s)
-    name = L.add_node(base, "head_gate", [s.node, g], heads * dh, out, s.daxis,
+    name = L.add_node(_named(L, base), "head_gate", [s.node, g], heads * dh, out, s.daxis,
                       attrs={"heads": heads})
     L.identity(s.node, name, 0)
     _fixed_edge(L, g, name, _blocks(heads, dh).t().contiguous(), 1)
@@ -176,7 +181,7 @@ def reduce(L: Lowerer, base: str, s: Split, dims_: list[int], keep: bool, fn: st
     cdim = kept if keep else kept - (d < kept)
     if d == s.daxis:  # one value per head
         value = 1.0 if fn == "sum" else 1.0 / dh
-        name = L.add_node(base, "head_sum", [s.node], heads, out, cdim,
+        name = L.add_node(_named(L, base), "head_sum", [s.node], heads, out, cdim,
                           attrs={"heads": heads, "fn": fn})
         _fixed_edge(L, s.node, name, _blocks(heads, dh, value), 0)
         link(L, s.node, name, heads)
@@ -185,7 +190,7 @@ def reduce(L: Lowerer, base: str, s: Split, dims_: list[int], keep: bool, fn: st
     w = torch.zeros(dh, heads * dh)
     for h in range(heads):
         w[torch.arange(dh), h * dh + torch.arange(dh)] = value
-    name = L.add_node(base, "head_mean", [s.node], dh, out, cdim,
+    name = L.add_node(_named(L, base), "head_mean", [s.node], dh, out, cdim,
                       attrs={"heads": heads, "fn": fn})
     _fixed_edge(L, s.node, name, w, 0)
     return Feat(name, cdim)

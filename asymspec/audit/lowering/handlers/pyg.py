@@ -276,7 +276,7 @@ def _f_aten_scatter(c: Call):
         raise Unsupported(f"scatter along the channel axis / by feature values / '{reduce}'")
     if isinstance(src, Split):  # GAT's messages, one per (head, channel): units kept
         size = L.ir.node(src.node)["size"]
-        agg = L.add_node(n.name, _SCATTER[reduce], [src.node], size, out, src.daxis,
+        agg = L.add_node(L.prefix + n.name, _SCATTER[reduce], [src.node], size, out, src.daxis,
                          attrs={"aggr": reduce})
         L.identity(src.node, agg)
         return Split(agg, src.haxis, src.daxis, src.heads)

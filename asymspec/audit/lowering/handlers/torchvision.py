@@ -93,8 +93,11 @@ def _f_shifted_window_attention(c: Call):
     projection.  The bias ``B[h, i, j] = table[index[i, j], h]``
     (``_get_relative_position_bias``) adds column ``h`` of the table to head ``h``'s scores: a
     head permutation must move the table's columns with it, so the table is a node of H units
-    tied to the heads of q by group tags.  Swin V2's cosine attention (``logit_scale``) with a
-    bias computed by an MLP is not modelled."""
+    tied to the heads of q by group tags.  Swin V2: cosine attention (q and k normalised within
+    each head: invariant under the joint within-head permutation) with a learned temperature per
+    head (``logit_scale`` (H, 1, 1): a node of H units tied to the heads) and a bias computed by
+    an MLP from constant coordinates, whose output units are the heads (tied likewise); the
+    MLP's hidden units permute freely."""
     L, n, al, kl = c.lowerer, c.node, c.args, c.kwargs
     ar, kr, out = c.real_args, c.real_kwargs, c.out
     names = ("input", "qkv_weight", "proj_weight", "relative_position_bias", "window_size",
@@ -103,23 +106,28 @@ def _f_shifted_window_attention(c: Call):
     lo = {nm: _arg(al, kl, i, nm) for i, nm in enumerate(names)}
     re = {nm: _arg(ar, kr, i, nm) for i, nm in enumerate(names)}
     fx_ = {nm: _arg(n.args, n.kwargs, i, nm) for i, nm in enumerate(names)}
-    if re["logit_scale"] is not None:
-        raise Unsupported("Swin V2 cosine attention (logit scale, bias from an MLP)")
     if re["training"] and (re["attention_dropout"] or re["dropout"]):
         raise Unsupported("dropout in training mode")
     x = L.feat(lo["input"], re["input"], -1)
     heads, e = int(re["num_heads"]), re["input"].shape[-1]
     qkv_key = _param_key(L, lo["qkv_weight"], fx_["qkv_weight"])
     proj_key = _param_key(L, lo["proj_weight"], fx_["proj_weight"])
-    bias = fx_["relative_position_bias"]
+    if e % heads:
+        raise Unsupported("heads do not divide the channels")
+    bias_low, bias = lo["relative_position_bias"], fx_["relative_position_bias"]
     sw = _torchvision_swin()
-    if not (isinstance(bias, fx.Node) and bias.target is sw._get_relative_position_bias
+    if isinstance(bias_low, Feat):  # V2: computed by an MLP whose outputs are the heads
+        if bias_low.cdim != 1 or L.ir.node(bias_low.node)["size"] != heads:
+            raise Unsupported("relative position bias does not carry the heads on axis 1")
+        table_key = None
+    elif (isinstance(bias, fx.Node) and bias.target is sw._get_relative_position_bias
             and bias.args[0] in L.param_nodes and not L.params_in(bias.args[1])):
+        table_key = L.param_nodes[bias.args[0]]  # V1: a learned table, one column per head
+        table = L.real[bias.args[0]]
+        if table.dim() != 2 or table.shape[1] != heads:
+            raise Unsupported("relative position bias table does not have one column per head")
+    else:
         raise Unsupported("relative position bias is not a table of learned columns per head")
-    table_key = L.param_nodes[bias.args[0]]
-    table = L.real[bias.args[0]]
-    if table.dim() != 2 or table.shape[1] != heads or e % heads:
-        raise Unsupported("relative position bias table does not have one column per head")
     b_in = re["qkv_bias"] is not None
     nodes = []
     for i, tag in enumerate("qkv"):
@@ -133,9 +141,20 @@ def _f_shifted_window_attention(c: Call):
                      attrs={"heads": heads})
     for i, nd in enumerate(nodes):
         L.ir.add_attention_edge(nd, att, i)
-    col = L.add_node(table_key, "param", [], heads, torch.zeros(1, heads), 1, bias="trainable")
-    L.record(table_key, (None, col))
+    if table_key is not None:
+        col = L.add_node(table_key, "param", [], heads, torch.zeros(1, heads), 1,
+                         bias="trainable")
+        L.record(table_key, (None, col))
+    else:
+        col = bias_low.node
     heads_mod.link(L, nodes[0], col, heads)
+    if re["logit_scale"] is not None:  # V2: one learned temperature per head, (H, 1, 1)
+        ls_key = _param_key(L, lo["logit_scale"], fx_["logit_scale"])
+        if tuple(re["logit_scale"].shape) != (heads, 1, 1):
+            raise Unsupported("logit scale is not one value per head")
+        ls = L.add_node(ls_key, "param", [], heads, torch.zeros(1, heads), 1, bias="trainable")
+        L.record(ls_key, (ls, None, None))
+        heads_mod.link(L, nodes[0], ls, heads)
     b_out = re["proj_bias"] is not None
     o = L.dense(f"{L.module_path()}.proj", "linear", Feat(att, out.dim() - 1),
                 plain_weight(proj_key, re["proj_weight"]), e, out, out.dim() - 1,
@@ -144,5 +163,17 @@ def _f_shifted_window_attention(c: Call):
     return o
 
 
+def _f_relative_position_bias(c: Call):
+    """``_get_relative_position_bias(table, index, window)`` of a table computed from features
+    (Swin V2's MLP, heads on its last axis): ``out[0, h, i, j] = table[index[i, j], h]`` gathers
+    rows, so the heads stay units, now on axis 1.  (A learned V1 table is a static value.)"""
+    t = c.args[0]
+    if not isinstance(t, Feat) or t.cdim != c.real_args[0].dim() - 1 or c.out.dim() != 4 \
+            or isinstance(c.args[1], (Feat,)):
+        raise Unsupported("relative position bias from a table in another layout")
+    return Feat(t.node, 1)
+
+
 if _torchvision_swin() is not None:
     handles(_torchvision_swin().shifted_window_attention, raw=True)(_f_shifted_window_attention)
+    handles(_torchvision_swin()._get_relative_position_bias)(_f_relative_position_bias)
