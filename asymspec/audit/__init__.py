@@ -71,6 +71,9 @@ class AuditReport(CheckReport):
     numeric: NumericResult | None = None
     ir: Any = None
     unknown_layers: list[str] = field(default_factory=list)  # pinned by unsupported ops
+    # parameters on the meta device (asymspec.audit.meta): what was and was not inspected, and
+    # the width-reduced twin the numeric check ran on
+    meta: dict | None = None
 
     def to_json(self, max_generators: int | None = None) -> dict[str, Any]:
         out = super().to_json(max_generators)
@@ -81,6 +84,8 @@ class AuditReport(CheckReport):
         out["unsupported"] = [u.as_dict() for u in self.unsupported]
         out["order_is_lower_bound"] = bool(self.unsupported)
         out["numeric_check"] = self.numeric.as_dict() if self.numeric else None
+        if self.meta is not None:
+            out["meta"] = self.meta
         return out
 
     def format_text(self) -> str:
@@ -102,6 +107,9 @@ class AuditReport(CheckReport):
             lines.insert(-1, f"numeric check: {r.generators} generators verified on the module "
                          f"({r.forward_passes} forward passes, max rel. error "
                          f"{r.max_rel_error:.1e})")
+        if self.meta is not None:
+            for line in self.meta.get("lines", []):
+                lines.insert(-1, line)
         return "\n".join(lines)
 
 
@@ -120,24 +128,29 @@ def lower_module(module: nn.Module, example_inputs, name: str | None = None,
     return _lower(module, _as_tuple(example_inputs), name, tracer).ir
 
 
-def _lower(module: nn.Module, inputs: tuple, name: str | None, tracer: str = "auto"
-           ) -> Lowered:
+def _lower(module: nn.Module, inputs: tuple, name: str | None, tracer: str = "auto",
+           placement: Any = None) -> Lowered:
     was = module.training
     module.eval()  # also for torch.export: batch norm then uses its running statistics
     try:
-        return _lowering.lower(module, inputs, name, tracer)
+        return _lowering.lower(module, inputs, name, tracer, placement)
     finally:
         module.train(was)
 
 
 def audit(module: nn.Module, example_inputs, name: str | None = None, numeric: bool = True,
-          expect: str | None = None, tracer: str = "auto") -> AuditReport:
+          expect: str | None = None, tracer: str = "auto", placement: Any = None
+          ) -> AuditReport:
     """Audit ``module`` for residual permutation symmetries (see the module docstring).
 
-    ``tracer`` as in :func:`lower_module` (default: torch.fx, torch.export as a fallback)."""
+    ``tracer`` as in :func:`lower_module` (default: torch.fx, torch.export as a fallback).
+    ``placement``: parameters on the meta device (:func:`asymspec.audit.meta.audit_meta` sets
+    it; the numeric check then cannot run here)."""
     inputs = _as_tuple(example_inputs)
+    if placement is not None and numeric:
+        raise ValueError("the numeric check needs parameter values: numeric=False on meta")
     t0 = time.perf_counter()
-    lowered = _lower(module, inputs, name, tracer)
+    lowered = _lower(module, inputs, name, tracer, placement)
     t1 = time.perf_counter()
     ir = lowered.ir
     if not any(ir.node(n)["size"] > 0 for n in ir.g):  # nothing could be lowered

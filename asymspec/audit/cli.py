@@ -7,6 +7,10 @@ called with the settings as keyword arguments), an ``nn.Module`` instance attrib
 checkpoint written by ``asymspec compile`` (``.pt``; the model is rebuilt from ``--spec`` or the
 spec stored in the checkpoint, its state_dict loaded, and the *module* audited by tracing).
 
+``--meta`` builds TARGET with its parameters on the meta device (no parameter memory; a
+Llama-3-8B-shaped config audits in seconds) and runs the numeric check on a width-reduced twin
+(:mod:`asymspec.audit.meta`).
+
 Exit codes (as ``check``): 0 asymmetric; 1 symmetric, or unknown (unsupported ops, listed by name
 and location); 2 invalid input; 3 a reported symmetry failed the numerical check or could not be
 applied (e.g. conflicting permutations of a tied tensor), or the audit itself failed (a bug).
@@ -180,6 +184,37 @@ def _common(f):
     return click.argument("target")(f)
 
 
+def _audit_meta(target: str, input_shapes, spec, overrides, config: dict,
+                twin_text: str | None, name: str, tracer: str, numeric: bool):
+    """``audit --meta``: TARGET built with parameters on the meta device
+    (:mod:`asymspec.audit.meta`); the numeric check runs on a width-reduced twin."""
+    from torch import nn
+
+    from asymspec.audit.meta import audit_meta
+    from asymspec.targets import load_attr
+
+    if target.endswith((".pt", ".pth")) and ":" not in target:
+        raise UserError("--meta builds TARGET from its class or factory; a checkpoint holds "
+                        "weights: audit it without --meta")
+    if spec or overrides:
+        raise UserError("--spec / --set are only used with a checkpoint TARGET (.pt)")
+    if not input_shapes:
+        raise UserError(f"TARGET '{target}': pass --input-shape (e.g. 1,16:long)")
+    if isinstance(load_attr(target), nn.Module):
+        raise UserError(f"TARGET '{target}' is a module instance, already built with its "
+                        "weights; --meta needs a class or factory to build")
+
+    def build(cfg: dict):
+        return build_from_config(target, cfg) if cfg else instantiate(target)
+
+    def forward_ok(model, inputs) -> None:
+        _forward_ok(model, inputs, f"{target} (width-reduced twin)")
+
+    return audit_meta(build, config, _inputs(input_shapes), name=name, tracer=tracer,
+                      numeric=numeric, twin_overrides=_parse_config(twin_text, None),
+                      forward_check=forward_ok)
+
+
 def _forward_ok(model, inputs, target: str) -> None:
     import torch
 
@@ -202,21 +237,34 @@ def _forward_ok(model, inputs, target: str) -> None:
 @click.option("--max-generators", type=int, default=None,
               help="Limit the generators listed in --json output.")
 @click.option("--no-numeric", is_flag=True, help="Skip the numerical check of generators.")
+@click.option("--meta", is_flag=True,
+              help="Build TARGET with its parameters on the meta device (no parameter memory: "
+                   "full-size configs) and run the numeric check on a width-reduced twin.")
+@click.option("--twin-config", "twin_text", default=None, metavar="K=V,...",
+              help="With --meta: settings overriding the automatic width-reduced twin.")
 def audit_cmd(target: str, input_shapes, spec, tracer: str, config_text, config_json,
-              overrides, as_json: bool, max_generators: int | None, no_numeric: bool) -> None:
+              overrides, as_json: bool, max_generators: int | None, no_numeric: bool,
+              meta: bool, twin_text: str | None) -> None:
     """Audit TARGET (any PyTorch model) for residual parameter symmetries.
 
-    Exit 0: asymmetric; 1: symmetric or unknown (unsupported ops are listed); 2: invalid input.
+    Exit 0: asymmetric; 1: symmetric or unknown (unsupported ops are listed); 2: invalid input;
+    3: a reported symmetry failed the numerical check (a bug).
     """
     from asymspec.audit import AuditError, audit
 
     _threads()
-    model, inputs = _resolve(target, input_shapes, spec, overrides,
-                             _parse_config(config_text, config_json))
-    _forward_ok(model, inputs, target)
+    config = _parse_config(config_text, config_json)
     name = target.rpartition(":")[2] or Path(target).stem
+    if twin_text and not meta:
+        raise UserError("--twin-config is only used with --meta")
     try:
-        report = audit(model, inputs, name=name, numeric=not no_numeric, tracer=tracer)
+        if meta:
+            report = _audit_meta(target, input_shapes, spec, overrides, config, twin_text,
+                                 name, tracer, not no_numeric)
+        else:
+            model, inputs = _resolve(target, input_shapes, spec, overrides, config)
+            _forward_ok(model, inputs, target)
+            report = audit(model, inputs, name=name, numeric=not no_numeric, tracer=tracer)
     except AuditError as exc:
         click.echo(f"internal error: {exc}", err=True)
         sys.exit(3)

@@ -12,6 +12,12 @@ entries (``A == 0``) with value ``B``, and a fixed offset ``B`` on trainable ent
 values are coloured by value in the unit graph, so a W-Asym model from elsewhere audits as
 asymmetric.  A per-entry scale that differs between trainable entries (``A`` not constant where
 nonzero) cannot be expressed and is reported as unsupported, never ignored.
+
+``A`` and ``B`` are kept as small tensors that *broadcast* to the weight's shape (a plain
+parameter is ``1 * W + 0``, two scalars) and are expanded only where a mask or fixed values make
+them vary per entry: resolving the weights of an 8-billion-parameter model costs nothing per
+entry, and a parameter on the meta device (no values, :mod:`asymspec.audit.meta`) is resolved
+from its shape alone.
 """
 
 from __future__ import annotations
@@ -30,10 +36,12 @@ class NotAffine(Exception):
 @dataclass
 class Affine:
     key: str  # the parameter's state_dict key
-    a: torch.Tensor
-    b: torch.Tensor
+    a: torch.Tensor  # broadcasts to ``shape``
+    b: torch.Tensor  # broadcasts to ``shape``
     transposed: bool = False
     buffers: list[str] = field(default_factory=list)
+    shape: tuple[int, ...] = ()  # of the expression (broadcast with its constants)
+    pshape: tuple[int, ...] = ()  # of T(parameter)
 
 
 @dataclass
@@ -99,8 +107,9 @@ class AffineEvaluator:
 
     def _eval(self, n: fx.Node):
         if n in self.param_key:
-            w = self.real[n]
-            return Affine(self.param_key[n], torch.ones_like(w), torch.zeros_like(w))
+            w = self.real[n]  # only its shape is read: it may be on the meta device
+            return Affine(self.param_key[n], torch.ones(()), torch.zeros(()), False, [],
+                          tuple(w.shape), tuple(w.shape))
         if not self.depends_on_param(n):
             v = self.real[n]
             return v.detach() if isinstance(v, torch.Tensor) else v
@@ -150,35 +159,58 @@ class AffineEvaluator:
 
 def _ndim(x) -> int:
     if isinstance(x, Affine):
-        return x.a.dim()
+        return len(x.shape)
     return x.dim() if isinstance(x, torch.Tensor) else 0
+
+
+def _shape(x) -> tuple[int, ...]:
+    if isinstance(x, Affine):
+        return x.shape
+    return tuple(x.shape) if isinstance(x, torch.Tensor) else ()
+
+
+def _coef_t(c: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Transpose a coefficient broadcasting to 2-D ``shape`` (a scalar stays a scalar)."""
+    if c.dim() == 0:
+        return c
+    return _t(c.expand(shape))
 
 
 def _transpose(x):
     if isinstance(x, Affine):
-        return Affine(x.key, _t(x.a), _t(x.b), not x.transposed, x.buffers)
+        if len(x.shape) != 2:
+            raise NotAffine("transpose of a weight with more than 2 dimensions")
+        if len(x.pshape) != 2:
+            raise NotAffine("transpose of a broadcast parameter")
+        return Affine(x.key, _coef_t(x.a, x.shape), _coef_t(x.b, x.shape), not x.transposed,
+                      x.buffers, (x.shape[1], x.shape[0]), (x.pshape[1], x.pshape[0]))
     return _t(x)
 
 
 def _scale(x, c):
     if isinstance(x, Affine):
         c = c.float() if isinstance(c, torch.Tensor) else c
-        return Affine(x.key, x.a * c, x.b * c, x.transposed, x.buffers)
+        shape = torch.broadcast_shapes(x.shape, _shape(c))
+        return Affine(x.key, x.a * c, x.b * c, x.transposed, x.buffers, tuple(shape), x.pshape)
     return x * c
 
 
 def _combine(fn, x, y):
     """fn applied to two operands, at least one affine (fn must be affine-compatible)."""
+    shape = tuple(torch.broadcast_shapes(_shape(x), _shape(y)))
     if isinstance(x, Affine) and isinstance(y, Affine):
         if x.key != y.key or x.transposed != y.transposed:
             raise NotAffine("expression mixes two parameters")
-        return Affine(x.key, fn(x.a, y.a), fn(x.b, y.b), x.transposed, x.buffers)
+        return Affine(x.key, fn(x.a, y.a), fn(x.b, y.b), x.transposed, x.buffers, shape,
+                      x.pshape)
     if isinstance(x, Affine):
         c = torch.as_tensor(y, dtype=x.b.dtype)
-        return Affine(x.key, fn(x.a, torch.zeros_like(c)), fn(x.b, c), x.transposed, x.buffers)
+        return Affine(x.key, fn(x.a, torch.zeros_like(c)), fn(x.b, c), x.transposed, x.buffers,
+                      shape, x.pshape)
     if isinstance(y, Affine):
         c = torch.as_tensor(x, dtype=y.b.dtype)
-        return Affine(y.key, fn(torch.zeros_like(c), y.a), fn(c, y.b), y.transposed, y.buffers)
+        return Affine(y.key, fn(torch.zeros_like(c), y.a), fn(c, y.b), y.transposed, y.buffers,
+                      shape, y.pshape)
     return fn(torch.as_tensor(x), torch.as_tensor(y))
 
 
@@ -192,7 +224,15 @@ def effective_weight(ev: AffineEvaluator, n) -> EffectiveWeight:
                                w.clone(), None, False, buffers)
     if not isinstance(v, Affine):
         raise NotAffine("weight is not a tensor")
-    a, b = v.a.detach().float(), v.b.detach().float()
+    if v.shape != v.pshape:  # one parameter entry would stand for several weight entries
+        raise NotAffine(f"the parameter (shape {list(v.pshape)}) is broadcast to a weight of "
+                        f"shape {list(v.shape)}")
+    if v.a.numel() == 1 and v.b.numel() == 1:  # uniform coefficients: no per-entry work
+        a0, b0 = float(v.a.reshape(())), float(v.b.reshape(()))
+        if a0 != 0 and b0 == 0:
+            return EffectiveWeight(v.key, v.shape, None, None, None, v.transposed, buffers)
+    a = v.a.detach().float().expand(v.shape)
+    b = v.b.detach().float().expand(v.shape)
     mask = a != 0
     if mask.any():
         scales = a[mask]

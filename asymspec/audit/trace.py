@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import operator
+import time
 from collections.abc import Callable
 
 import torch
@@ -33,6 +34,11 @@ from torch import nn
 
 class TraceFailure(Exception):
     """The root module could not be traced by torch.fx."""
+
+
+# seconds spent tracing (torch.fx and torch.export, summed over calls): the benchmark and the
+# meta audit report tracing apart from lowering; reset by whoever reads it
+STATS: dict[str, float] = {"trace_s": 0.0}
 
 
 def _pyg_autowrap() -> tuple[Callable, ...]:
@@ -113,10 +119,13 @@ def trace(module: nn.Module, n_inputs: int, is_leaf: Callable[[nn.Module], bool]
     # root: trace a shallow copy so the user's module is never modified
     root = _fixed_arity(module, n_inputs) if needs_wrapper(module) else copy.copy(module)
     tracer = AuditTracer(is_leaf)
+    t0 = time.perf_counter()
     try:
         graph = tracer.trace(root)
     except Exception as exc:
         raise TraceFailure(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
+    finally:
+        STATS["trace_s"] += time.perf_counter() - t0
     return graph, root, dict(tracer.forced_leaves)
 
 
@@ -126,12 +135,15 @@ def export_trace(module: nn.Module, example_inputs: tuple,
                  ) -> tuple[fx.Graph, nn.Module]:
     """``torch.export`` (non-strict) ``module`` on ``example_inputs``; returns (graph, root) with
     ATen ops normalised by :func:`normalise_aten`.  Raises :class:`TraceFailure`."""
+    t0 = time.perf_counter()
     try:
         gm = torch.export.export(module, tuple(example_inputs), strict=False).module()
     except Exception as exc:
         raise TraceFailure(f"torch.export: {type(exc).__name__}: "
                            f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
                            ) from exc
+    finally:
+        STATS["trace_s"] += time.perf_counter() - t0
     try:
         normalise_aten(gm.graph, module, is_leaf)
     except Exception as exc:  # pragma: no cover - a rewrite bug must not break the audit

@@ -190,8 +190,7 @@ def expand(ir: IRGraph) -> UnitGraph:
                 k[:, 2] = float_bits(node["bias"])
             cols.append(k)
         rows = np.concatenate(cols, axis=1)
-        _, local = np.unique(rows, axis=0, return_inverse=True)
-        local = local.reshape(-1)
+        local = _lex_row_ids(rows)
         colour_parts.append(next_id + local)
         next_id += int(local.max()) + 1
         vnode.append(np.full(s, index[r], dtype=np.int64))
@@ -270,6 +269,25 @@ def _mix(x: np.ndarray) -> np.ndarray:
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
+
+
+def _lex_row_ids(rows: np.ndarray) -> np.ndarray:
+    """``np.unique(rows, axis=0, return_inverse=True)[1]`` (ids in lexicographic row order),
+    without sorting a void dtype: constant columns are dropped (they do not change the order)
+    and the rest is lexsorted -- most groups (hidden units without colours) are all constant."""
+    n = rows.shape[0]
+    if n == 0 or rows.shape[1] == 0:
+        return np.zeros(n, dtype=np.int64)
+    varying = (rows != rows[0]).any(axis=0)
+    if not varying.any():
+        return np.zeros(n, dtype=np.int64)
+    r = rows[:, varying]
+    order = np.lexsort(r.T[::-1])
+    rs = r[order]
+    new = np.concatenate([[True], (rs[1:] != rs[:-1]).any(axis=1)])
+    ids = np.empty(n, dtype=np.int64)
+    ids[order] = np.cumsum(new) - 1
+    return ids
 
 
 def exact_row_ids(rows: np.ndarray) -> tuple[np.ndarray, int]:

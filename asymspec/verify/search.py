@@ -216,24 +216,42 @@ class _EdgeIndex:
             return False
         if not (self.vertex_colour[images] == self.vertex_colour[moved]).all():
             return False
-        p = np.arange(n, dtype=np.int64)
-        p[moved] = images
+        # the permutation on the support only (O(k log k), never O(n): a model with 10^5
+        # generators of small support must not cost 10^5 passes over every vertex)
+        order = np.argsort(moved, kind="stable")
+        ms, im = moved[order], images[order]
+
+        def apply(x: np.ndarray) -> np.ndarray:
+            pos = np.minimum(np.searchsorted(ms, x), ms.shape[0] - 1)
+            return np.where(ms[pos] == x, im[pos], x)
+
+        def dense() -> np.ndarray:
+            p = np.arange(n, dtype=np.int64)
+            p[moved] = images
+            return p
+
         if self.src.shape[0]:
             touched = self.incident(moved)
             u, v, c = self.src[touched], self.dst[touched], self.colour[touched]
-            hit, col = self.explicit_colour(p[u] * n + p[v])
+            hit, col = self.explicit_colour(apply(u) * n + apply(v))
             if not (hit.all() and (col == c).all()):
-                return self._exact(p)
+                return self._exact(dense())
         if self._disjoint_ranges():
             # every block range is mapped onto itself iff each moved vertex stays in its range
             if not (self._range_id(moved) == self._range_id(images)).all():
-                return self.check(p)
+                return self.check(dense())
             return True
-        for i in range(self.bc.shape[0]):
-            for lo, hi in ((self.bs[i, 0], self.bs[i, 1]), (self.bd[i, 0], self.bd[i, 1])):
-                inside = (moved >= lo) & (moved < hi)
-                if inside.any() and not ((images[inside] >= lo) & (images[inside] < hi)).all():
-                    return self.check(p)
+        # overlapping ranges: every range holding a moved vertex must hold its image (only the
+        # ranges that meet the support's span are examined, in array chunks)
+        lo, hi = self._range_lo, self._range_hi
+        cand = np.flatnonzero((lo <= moved.max()) & (hi > moved.min()))
+        step = max(1, (1 << 22) // moved.shape[0])
+        mv, iv = moved[:, None], images[:, None]
+        for c0 in range(0, cand.shape[0], step):
+            c = cand[c0:c0 + step]
+            lc, hc = lo[c][None, :], hi[c][None, :]
+            if ((mv >= lc) & (mv < hc) & ~((iv >= lc) & (iv < hc))).any():
+                return self.check(dense())
         return True
 
     def _disjoint_ranges(self) -> bool:
@@ -366,6 +384,148 @@ def _bliss(g: ig.Graph, colours: list[int], what: str):
             sys.set_int_max_str_digits(old)
 
 
+def _mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of integer pairs (splitmix64 finaliser; wrapping arithmetic, no RNG)."""
+    with np.errstate(over="ignore"):
+        x = (a.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+             ^ (b.astype(np.uint64) + np.uint64(0x632BE59BD9B4E019))
+             * np.uint64(0xBF58476D1CE4E5B9))
+        x ^= x >> np.uint64(31)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(29)
+    return x
+
+
+def _segment_sums(values: np.ndarray, seg: np.ndarray, nseg: int) -> np.ndarray:
+    """Wrapping uint64 sums of ``values`` per segment id ``seg`` (sorted ascending)."""
+    out = np.zeros(nseg, dtype=np.uint64)
+    if values.shape[0]:
+        starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
+        with np.errstate(over="ignore"):
+            out[seg[starts]] = np.add.reduceat(values, starts)
+    return out
+
+
+def _discrete_classes(el: np.ndarray, col: np.ndarray, membership: np.ndarray, ncomp: int
+                      ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Classes of isomorphic *colour-discrete* components (no two vertices of one component share
+    a colour), found without bliss.
+
+    A colour-preserving isomorphism between two such components can only map each vertex to the
+    vertex of the same colour, so they are isomorphic iff their colour sequences (sorted) and
+    their edge lists (in colour ranks) are equal, and each has the trivial group.  Components are
+    grouped by a hash of both and every member is then compared *exactly* with the first one; a
+    group with any mismatch (a hash collision) is left to bliss.  Returns (classes: each a
+    ``(k, size)`` array of vertices, row ``j`` = component ``j`` aligned by colour rank, rows in
+    order of their smallest vertex; a bool mask of the components handled)."""
+    nvert = membership.shape[0]
+    o = np.lexsort((col, membership))
+    m_s, c_s = membership[o], col[o]
+    size = np.bincount(membership, minlength=ncomp)
+    start = np.concatenate([[0], np.cumsum(size)[:-1]])
+    discrete = np.ones(ncomp, dtype=bool)
+    dup = (m_s[1:] == m_s[:-1]) & (c_s[1:] == c_s[:-1])
+    discrete[m_s[1:][dup]] = False
+    handled = np.zeros(ncomp, dtype=bool)
+    if not discrete.any():
+        return [], handled
+    rank = np.empty(nvert, dtype=np.int64)
+    rank[o] = np.arange(nvert, dtype=np.int64) - start[m_s]
+    ecomp = membership[el[:, 0]] if el.shape[0] else np.zeros(0, dtype=np.int64)
+    ekey = rank[el[:, 0]] * nvert + rank[el[:, 1]] if el.shape[0] else ecomp
+    eo = np.lexsort((ekey, ecomp))
+    ecomp_s, ekey_s = ecomp[eo], ekey[eo]
+    ecount = np.bincount(ecomp, minlength=ncomp)
+    estart = np.concatenate([[0], np.cumsum(ecount)[:-1]])
+    hv = _segment_sums(_mix(c_s, rank[o]), m_s, ncomp)
+    he = _segment_sums(_mix(ekey_s, ekey_s + 1), ecomp_s, ncomp)
+    dc = np.flatnonzero(discrete)
+    keys = np.stack([size[dc].astype(np.uint64), ecount[dc].astype(np.uint64),
+                     hv[dc], he[dc]], axis=1).view(np.int64)
+    _, group = np.unique(keys, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    classes: list[np.ndarray] = []
+    by_group = np.argsort(group, kind="stable")
+    bounds = np.flatnonzero(np.diff(group[by_group])) + 1
+    for members in np.split(dc[by_group], bounds):
+        # members are in component order; components are numbered by first appearance
+        sz, ec = int(size[members[0]]), int(ecount[members[0]])
+        cols = c_s[start[members][:, None] + np.arange(sz)]
+        edges = ekey_s[estart[members][:, None] + np.arange(ec)]
+        if not ((cols == cols[0]).all() and (edges == edges[0]).all()):
+            continue  # a hash collision: bliss decides these
+        handled[members] = True
+        verts = o[start[members][:, None] + np.arange(sz)]
+        classes.append(verts[np.argsort(verts.min(axis=1), kind="stable")])
+    return classes, handled
+
+
+def _class_generators(rows: list[np.ndarray], orig: np.ndarray, vertices: np.ndarray
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Generators of the symmetric group permuting ``k`` isomorphic components: the swap of the
+    first two and, for ``k >= 3``, the cycle ``C_1 -> C_2 -> ... -> C_k -> C_1`` (two generators
+    for any ``k``, where ``k - 1`` swaps would cost ``k - 1`` checks and results).  ``rows[j]``
+    holds component ``j``'s vertices aligned by an isomorphism from component 1; ``orig``
+    marks the original (non-subdivision) positions."""
+    k = len(rows)
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    if k < 2:
+        return out
+    a, b = rows[0][orig], rows[1][orig]
+    out.append((vertices[np.concatenate([a, b])], vertices[np.concatenate([b, a])]))
+    if k >= 3:
+        stack = np.stack([r[orig] for r in rows])
+        out.append((vertices[stack.ravel()], vertices[np.roll(stack, -1, axis=0).ravel()]))
+    return out
+
+
+class _Layouts:
+    """Components laid out identically: the same colours and edges in *local* vertex order
+    (ascending vertex ids), e.g. the key-value head groups of one attention layer.  The
+    order-preserving bijection between two such components is then a colour-preserving
+    isomorphism, so the second gets the first's canonical labelling without a bliss call.
+    Candidates are found by a hash and confirmed by exact comparison."""
+
+    def __init__(self, el: np.ndarray, col: np.ndarray, membership: np.ndarray,
+                 order_idx: np.ndarray, ncomp: int) -> None:
+        nvert = membership.shape[0]
+        size = np.bincount(membership, minlength=ncomp)
+        start = np.concatenate([[0], np.cumsum(size)[:-1]])
+        m_s = membership[order_idx]
+        rank = np.empty(nvert, dtype=np.int64)
+        rank[order_idx] = np.arange(nvert, dtype=np.int64) - start[m_s]
+        ecomp = membership[el[:, 0]] if el.shape[0] else np.zeros(0, dtype=np.int64)
+        ekey = rank[el[:, 0]] * nvert + rank[el[:, 1]] if el.shape[0] else ecomp
+        eo = np.lexsort((ekey, ecomp))
+        self.ekey = ekey[eo]
+        self.ecount = np.bincount(ecomp, minlength=ncomp)
+        self.estart = np.concatenate([[0], np.cumsum(self.ecount)[:-1]])
+        self.col_s = col[order_idx]
+        self.size, self.start = size, start
+        hv = _segment_sums(_mix(self.col_s, rank[order_idx]), m_s, ncomp)
+        he = _segment_sums(_mix(self.ekey, self.ekey + 1), ecomp[eo], ncomp)
+        self.hv, self.he = hv, he
+        self.seen: dict[tuple, list[tuple[int, bytes, np.ndarray]]] = {}
+
+    def _same(self, a: int, b: int) -> bool:
+        sa, sb, ea, eb = self.start[a], self.start[b], self.estart[a], self.estart[b]
+        n, m = int(self.size[a]), int(self.ecount[a])
+        return bool(np.array_equal(self.col_s[sa:sa + n], self.col_s[sb:sb + n])
+                    and np.array_equal(self.ekey[ea:ea + m], self.ekey[eb:eb + m]))
+
+    def hash(self, c: int) -> tuple[int, int, int, int]:
+        return (int(self.size[c]), int(self.ecount[c]), int(self.hv[c]), int(self.he[c]))
+
+    def match(self, c: int) -> tuple[bytes, np.ndarray] | None:
+        for r, key, canon in self.seen.get(self.hash(c), ()):
+            if self._same(c, r):
+                return key, canon
+        return None
+
+    def add(self, c: int, key: bytes, canon: np.ndarray) -> None:
+        self.seen.setdefault(self.hash(c), []).append((c, key, canon))
+
+
 def _search_components(
     g: ig.Graph, colours: list[int], nv: int, vertices: np.ndarray
 ) -> tuple[int, float, list[tuple[np.ndarray, np.ndarray]], int, int]:
@@ -374,30 +534,47 @@ def _search_components(
     Components are grouped into classes by their canonical form (bliss canonical labelling,
     colours included: equal forms <=> colour-preserving isomorphic).  For a class of ``k``
     isomorphic components the group is ``Aut(C) wr S_k``: order ``|Aut(C)|^k * k!``, generated
-    by ``Aut(C_1)``'s generators and the swaps ``C_1 <-> C_j`` along the canonical isomorphism.
-    Components of different classes cannot be mapped onto each other.  Generators come back
-    sparse, in original vertex ids (subdivision vertices dropped).
+    by ``Aut(C_1)``'s generators, the swap ``C_1 <-> C_2`` and the cycle ``C_1 -> ... -> C_k``
+    along the canonical isomorphisms.  Components of different classes cannot be mapped onto
+    each other.  Colour-discrete components (an MLP unit with its activation and gate: one vertex
+    per layer) are classified without bliss (:func:`_discrete_classes`), so a model with 10^5
+    of them costs a few array passes.  Generators come back sparse, in original vertex ids
+    (subdivision vertices dropped).
     """
     col = np.asarray(colours, dtype=np.int64)
     membership = np.asarray(g.connected_components(mode="weak").membership, dtype=np.int64)
+    ncomp = int(membership.max()) + 1 if membership.shape[0] else 0
+    el = np.asarray(g.get_edgelist(), dtype=np.int64).reshape(-1, 2)
+    order = 1
+    log10 = 0.0
+    gens: list[tuple[np.ndarray, np.ndarray]] = []
+    fast, handled = _discrete_classes(el, col, membership, ncomp)
+    for rows in fast:  # trivial Aut(C): the class contributes S_k
+        k = rows.shape[0]
+        order *= math.factorial(k)
+        log10 += math.lgamma(k + 1) / _LN10
+        gens += _class_generators(list(rows), rows[0] < nv, vertices)
     order_idx = np.argsort(membership, kind="stable")
-    bounds = np.flatnonzero(np.diff(membership[order_idx])) + 1
-    comps = np.split(order_idx, bounds) if membership.shape[0] else []
     classes: dict[bytes, list[tuple[np.ndarray, np.ndarray]]] = {}
-    for vs in comps:
+    layout = _Layouts(el, col, membership, order_idx, ncomp)
+    for c in np.flatnonzero(~handled).tolist():  # components in order of their first vertex
+        vs = order_idx[layout.start[c]:layout.start[c] + layout.size[c]]
+        same = layout.match(c)
+        if same is not None:  # laid out exactly like an earlier component: its canon applies
+            key, canon = same
+            classes[key].append((vs, canon))
+            continue
         sub = g.induced_subgraph(vs.tolist(), implementation="create_from_scratch")
         ccol = col[vs].tolist()
         canon = np.asarray(_bliss(sub, ccol, "canon"), dtype=np.int64)
         inv = np.empty_like(canon)
         inv[canon] = np.arange(canon.shape[0])
-        el = np.asarray(sub.get_edgelist(), dtype=np.int64).reshape(-1, 2)
-        cel = canon[el]
+        sel = np.asarray(sub.get_edgelist(), dtype=np.int64).reshape(-1, 2)
+        cel = canon[sel]
         cel = cel[np.lexsort((cel[:, 1], cel[:, 0]))]
         key = (np.int64(vs.shape[0]).tobytes() + col[vs][inv].tobytes() + cel.tobytes())
         classes.setdefault(key, []).append((vs, canon))
-    order = 1
-    log10 = 0.0
-    gens: list[tuple[np.ndarray, np.ndarray]] = []
+        layout.add(c, key, canon)
     for members in classes.values():
         k = len(members)
         vs1, canon1 = members[0]
@@ -415,14 +592,13 @@ def _search_components(
                     if (vs1[a[moved]] >= nv).any():
                         raise RuntimeError("bliss mapped an original vertex to a subdivision one")
                     gens.append((vertices[vs1[moved]], vertices[vs1[a[moved]]]))
+        rows = [vs1]
         for vsj, canonj in members[1:]:
             invj = np.empty_like(canonj)
             invj[canonj] = np.arange(canonj.shape[0])
-            image = vsj[invj[canon1]]  # C_1 local x -> vertex of C_j with the same canon id
-            keep = orig
-            a, b = vs1[keep], image[keep]
-            gens.append((vertices[np.concatenate([a, b])], vertices[np.concatenate([b, a])]))
-    return order, log10, gens, len(comps), len(classes)
+            rows.append(vsj[invj[canon1]])  # C_1 local x -> vertex of C_j with the same canon id
+        gens += _class_generators(rows, orig, vertices)
+    return order, log10, gens, ncomp, len(classes) + len(fast)
 
 
 def find_automorphisms(
@@ -517,8 +693,15 @@ def find_automorphisms(
         pairs.append(np.stack([cv[:-1], cv[1:]], axis=1))
     edges = np.concatenate(pairs)
     if edges.shape[0]:
-        comp = ig.Graph(n=n, edges=edges.tolist(), directed=False).connected_components()
-        orbit_id = _canonical_orbits(np.asarray(comp.membership, dtype=np.int64))
+        # union of the generators' cycles: connected components of a sparse graph (scipy works
+        # on the arrays directly; an igraph graph would need a Python list of every pair)
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        adj = coo_matrix((np.ones(edges.shape[0], dtype=np.int8), (edges[:, 0], edges[:, 1])),
+                         shape=(n, n))
+        _, membership = connected_components(adj, directed=False)
+        orbit_id = _canonical_orbits(membership.astype(np.int64))
     else:
         orbit_id = np.arange(n, dtype=np.int64)
     timings["orbits"] = time.perf_counter() - t

@@ -86,6 +86,7 @@ class Lowerer:
         self.param_nodes: dict[fx.Node, str] = {}
         self.buffer_nodes: dict[fx.Node, str] = {}
         self.sub_root: nn.Module = root
+        self.placement = None  # asymspec.audit.meta.MetaPlacement when parameters are on meta
 
     # ------------------------------------------------------------------ naming & nodes
     def unique(self, base: str) -> str:
@@ -506,6 +507,23 @@ class GraphLowering(fx.Interpreter):
         self.out_low: Any = None
         self._next_input = 0
 
+    # parameters on the meta device (asymspec.audit.meta): each op runs where its operands are
+    def call_function(self, target, args, kwargs):
+        if self.lowerer.placement is not None:
+            args, kwargs = self.lowerer.placement.args(target, args, kwargs)
+        return super().call_function(target, args, kwargs)
+
+    def call_method(self, target, args, kwargs):
+        if self.lowerer.placement is not None:
+            args, kwargs = self.lowerer.placement.args(target, args, kwargs)
+        return super().call_method(target, args, kwargs)
+
+    def call_module(self, target, args, kwargs):
+        if self.lowerer.placement is not None:
+            args, kwargs = self.lowerer.placement.module_args(
+                self.fetch_attr(target), args, kwargs)
+        return super().call_module(target, args, kwargs)
+
     def run_node(self, n: fx.Node) -> Any:
         if n.op == "placeholder":  # always run: placeholders consume the inputs in order
             i, self._next_input = self._next_input, self._next_input + 1
@@ -526,17 +544,19 @@ class GraphLowering(fx.Interpreter):
 
 # ============================================================================ entry point
 def lower(module: nn.Module, example_inputs: tuple, name: str | None = None,
-          tracer: str = "auto") -> Lowered:
+          tracer: str = "auto", placement: Any = None) -> Lowered:
     """Trace ``module`` (in eval mode) and lower it on ``example_inputs``.
 
     ``tracer``: ``"auto"`` (torch.fx; ``torch.export`` when the root cannot be fx-traced),
-    ``"fx"`` (torch.fx only) or ``"export"`` (``torch.export`` only)."""
+    ``"fx"`` (torch.fx only) or ``"export"`` (``torch.export`` only).  ``placement``: a
+    :class:`asymspec.audit.meta.MetaPlacement` when the parameters are on the meta device."""
     from asymspec.audit.trace import TraceFailure, export_trace
 
     if tracer not in ("auto", "fx", "export"):
         raise ValueError(f"tracer must be 'auto', 'fx' or 'export', not {tracer!r}")
     name = name or type(module).__name__
     L = Lowerer(module, name)
+    L.placement = placement
     inputs_real = list(example_inputs)
     inputs_low = []
     for i, t in enumerate(inputs_real):
@@ -573,6 +593,7 @@ def lower(module: nn.Module, example_inputs: tuple, name: str | None = None,
                 f"torch.export graph: {type(exc).__name__}: {str(exc)[:200]}"
             why = f"{why}; {msg}" if why else msg
             L = Lowerer(module, name)
+            L.placement = placement
     L.unsupported.append(UnsupportedOp("<root>", "", type(module).__name__,
                                        f"could not be traced: {why}"))
     return _finish(L, None, inputs_low, inputs_real)
