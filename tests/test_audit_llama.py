@@ -95,6 +95,29 @@ def test_llama_closed_form(kv: int, tie: bool) -> None:
     assert (tied == {"lm_head.weight": "model.embed_tokens.weight"}) == tie
 
 
+@pytest.mark.parametrize("family", ["Gemma", pytest.param("Gemma2", marks=pytest.mark.slow),
+                                    pytest.param("Qwen2", marks=pytest.mark.slow),
+                                    pytest.param("Mistral", marks=pytest.mark.slow)])
+def test_llama_like_families_closed_form(family: str) -> None:
+    """Decoders built like Llama have its closed form (one layer, GQA 4 / 2, dh 8, m 48):
+    Gemma's RMSNorm scales by ``1 + weight.float()`` (a parameter under a scalar shift, cast:
+    permuted with the channels) and its output ``type_as``; its embedding is scaled by a
+    constant and tied to the head; Gemma2 adds soft-capping and pre/post-feedforward norms;
+    Qwen2 has q/k/v biases; Mistral a sliding-window mask."""
+    kw = dict(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+              use_cache=False)
+    if family.startswith("Gemma"):
+        kw["head_dim"] = 8
+    cfg = getattr(transformers, f"{family}Config")(**kw)
+    torch.manual_seed(0)
+    model = getattr(transformers, f"{family}ForCausalLM")(cfg).eval()
+    report = audit(model, _ids())
+    assert not report.unsupported, [str(u) for u in report.unsupported]
+    assert report.verdict == "symmetric"
+    assert report.log10_order == pytest.approx(llama_log10(32, 4, 2, 8, 48, 1), abs=1e-6)
+
+
 # ------------------------------------------------------------------ every factor by hand
 def _logits(model, state: dict, x) -> torch.Tensor:
     with torch.no_grad():

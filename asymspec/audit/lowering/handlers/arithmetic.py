@@ -77,7 +77,8 @@ def _binary(L: Lowerer, n, op: str, al, ar, out):
             if isinstance(v, Raw) and v.kind == "static":
                 _record_static_params(L, v, ())
             continue  # channel-uniform operand (scalar, per-position mask, ...)
-        ties.append(L.feat(v, r, ax))
+        f = _shifted_parameter(L, v, r, ax, out, axis)
+        ties.append(f if f is not None else L.feat(v, r, ax))
     # A one-unit feature broadcast over the channels is a channel-uniform operand: its unit is
     # a fixed point of every automorphism and the edges of a broadcast node (every channel
     # reads that unit) constrain nothing, so it needs no node -- one would only make the
@@ -93,6 +94,59 @@ def _binary(L: Lowerer, n, op: str, al, ar, out):
         return L.elementwise(base, op if op != "add" else "affine", ties[0], out, cdim=axis,
                              attrs={"fn": _target_name(n, None)})
     return _tie(L, base, op, ties, out, axis)
+
+
+def _shifted_parameter(L: Lowerer, v, r: torch.Tensor, ax: int, out, axis: int) -> Feat | None:
+    """A per-channel parameter vector under a uniform scale and shift (Gemma's RMSNorm
+    ``x * (1 + weight)``): permuting the vector's entries permutes the operand's, so it is the
+    parameter's own node (None when the operand is anything else; the caller's rules apply)."""
+    if not isinstance(v, Raw) or v.kind != "static" or r.numel() != r.shape[ax]:
+        return None
+    key = _scalar_affine_param(L, v.fxnode)
+    if key is None or L.real[_param_node(L, key)].dim() != 1:
+        return None
+    name = L.add_node(key, "param", [], r.shape[ax], out, axis, bias="trainable")
+    L.record(key, (name,))
+    return Feat(name, axis)
+
+
+_CASTS = {"to", "float", "double", "half", "bfloat16", "type_as", "contiguous", "clone",
+          "detach"}
+_CAST_OPS = ("aten.to.", "aten._to_copy.", "aten.type_as.", "aten.clone.", "aten.alias.")
+_SCALAR_OPS = {operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub,
+               torch.mul, torch.div, torch.rsub}
+
+
+def _scalar_affine_param(L: Lowerer, n) -> str | None:
+    """The parameter key when ``n`` is ``a * p + b`` of one parameter ``p`` with python scalars
+    ``a != 0``, ``b`` (through dtype casts and copies), else None."""
+    while isinstance(n, fx.Node):
+        if n in L.param_nodes:
+            return L.param_nodes[n]
+        if n.kwargs and not set(n.kwargs) <= {"dtype", "memory_format", "copy", "non_blocking"}:
+            return None
+        if (n.op == "call_method" and n.target in _CASTS) or \
+                str(n.target).startswith(_CAST_OPS):
+            n = n.args[0]
+            continue
+        if n.op == "call_function" and n.target in _SCALAR_OPS and len(n.args) == 2:
+            nodes = [a for a in n.args if isinstance(a, fx.Node)]
+            scalars = [a for a in n.args if isinstance(a, (int, float)) and
+                       not isinstance(a, bool)]
+            if len(nodes) != 1 or len(scalars) != 1:
+                return None
+            if n.target in (operator.mul, torch.mul, operator.truediv, torch.div) and \
+                    (scalars[0] == 0 or n.args[1] is nodes[0] and n.target in
+                     (operator.truediv, torch.div)):
+                return None  # x * 0, or c / p (not affine in p)
+            n = nodes[0]
+            continue
+        return None
+    return None
+
+
+def _param_node(L: Lowerer, key: str):
+    return next(k for k, v in L.param_nodes.items() if v == key)
 
 
 def _record_static_params(L: Lowerer, v: Raw, axes: tuple) -> None:

@@ -55,7 +55,8 @@ def _aten(*names: str) -> list:
 
 @handles("contiguous", "clone", "detach", "float", "double", "half", "to", "type_as",
          "requires_grad_", "type", "bfloat16", "cpu", "cuda",
-         *_aten("to.dtype", "to.dtype_layout", "to.device", "_to_copy.default"))
+         *_aten("to.dtype", "to.dtype_layout", "to.device", "_to_copy.default",
+                "type_as.default"))
 def _meth_alias(c: Call):
     """dtype / device conversions and copies (``.to(dtype)`` inside RMSNorm): same units."""
     al, ar, out = c.args, c.real_args, c.out
