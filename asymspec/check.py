@@ -27,6 +27,7 @@ from asymspec.ir.graph import IRGraph
 from asymspec.ir.unitgraph import UnitGraph
 from asymspec.ir.units import expand
 from asymspec.verify import find_automorphisms
+from asymspec.verify.bigint import int_to_decimal
 
 _WEIGHTED = ("linear", "conv2d", "layernorm", "batchnorm", "groupnorm")
 
@@ -71,7 +72,7 @@ class CheckReport:
             "ok": self.ok,
             "expect": self.expect,
             "log10_order": self.log10_order,
-            "order": str(self.order),
+            "order": int_to_decimal(self.order),  # millions of digits for full-size LLMs
             "certificate": _jsonable(self.certificate),
             "layers": [r.as_dict() for r in self.layers],
             "num_generators": len(self.generators),

@@ -36,6 +36,7 @@ CONFIGS = {
 
 
 def _child(name: str, layers: int | None, baseline: bool) -> dict:
+    t_start = time.perf_counter()
     import torch
 
     torch.set_num_threads(1)
@@ -52,10 +53,9 @@ def _child(name: str, layers: int | None, baseline: bool) -> dict:
         if "Bert" in target:
             cfg["num_hidden_layers"] = layers
     inputs = _inputs((shape,))
-    t0 = time.perf_counter()
     import transformers  # noqa: F401  (import time is not part of any phase)
 
-    imports = time.perf_counter() - t0
+    imports = time.perf_counter() - t_start
     if baseline:
         t0 = time.perf_counter()
         model = build_from_config(target, cfg)
@@ -68,7 +68,10 @@ def _child(name: str, layers: int | None, baseline: bool) -> dict:
                             "verify_s": rep.timings["check_s"]}}
     rep = audit_meta(lambda c: build_from_config(target, c), cfg, inputs, name=name)
     tw = rep.meta["twin"]
+    verifier = {k: rep.timings[k] for k in ("expand_s", "refine", "reduce", "bliss_build",
+                                            "bliss", "verify", "orbits") if k in rep.timings}
     return {"name": name, "imports_s": imports, "parameters": rep.meta["parameters"],
+            "verifier": verifier,
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             "timings": rep.meta["timings"], "verdict": rep.verdict,
             "log10_order": rep.log10_order, "units": sum(r.units for r in rep.layers),
@@ -113,6 +116,9 @@ def main() -> None:
               f"log10|Aut| {r['log10_order']:.2f}; verdict {r['verdict']}"
               + (f" ({r['unsupported']} unsupported ops: lower bound)" if r["unsupported"]
                  else ""))
+        if r.get("verifier"):
+            print("  verifier: " + ", ".join(f"{k.removesuffix('_s')} {v:.1f}"
+                                             for k, v in r["verifier"].items()))
         if "twin" in r:
             tw = r["twin"]
             num = tw["numeric_check"] or {}

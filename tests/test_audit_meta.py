@@ -226,3 +226,23 @@ def test_llama3_8b_shaped_meta_audit():
         assert report.verdict == "symmetric"
     units = {r.layer: r.units for r in report.layers}
     assert units["model.layers.31.mlp.gate_proj"] == 14336
+
+
+def test_attention_reading_one_input_three_times_verifies():
+    """``attention`` with ``in: [x, x, x]`` adds parallel unit-graph edges (q, k, v slots from
+    the same units); they are merged into one edge coloured by the multiset of their colours
+    (same automorphisms), so the verifier no longer crashes -- and the order it reports equals
+    the audit of the emitted module, whose every generator is checked numerically."""
+    import yaml
+
+    from asymspec.check import check_ir
+    from asymspec.compiler import build, example_inputs
+    from tests.malformed_cases import BASE_SPECS
+
+    model = build(yaml.safe_load(BASE_SPECS["layers_tokens"]))
+    checked = check_ir(model.ir)
+    x = example_inputs(model.ir, batch=4, seed=0)
+    audited = audit(model.double(), tuple(t.double() for t in x))
+    assert checked.verdict == audited.verdict == "symmetric" and not audited.unsupported
+    assert math.isclose(checked.log10_order, audited.log10_order, abs_tol=1e-9)
+    assert audited.numeric.generators == len(audited.generators) > 0

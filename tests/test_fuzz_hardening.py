@@ -32,8 +32,8 @@ FUZZ = settings(max_examples=30, deadline=None, derandomize=True, database=None,
                 phases=[Phase.explicit, Phase.generate], report_multiple_bugs=False,
                 suppress_health_check=[HealthCheck.too_slow,
                                        HealthCheck.function_scoped_fixture])
-# layers_tokens crashes the verifier (asymspec/verify/reduce.py: "two explicit edges on the same
-# (src, dst) pair"); tracked by test_layers_tokens_base_checks below, excluded from the fuzz.
+# layers_tokens (attention reading one input three times) is checked by
+# test_layers_tokens_base_checks below and kept out of the fuzz.
 FUZZ_BASES = sorted(k for k in BASE_SPECS if k != "layers_tokens")
 
 
@@ -152,9 +152,9 @@ def test_fuzz_spec_mutations(text, cmd):
         shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.mark.xfail(strict=True, reason="verifier bug outside issue 11: attention reading one "
-                   "input three times gives duplicate unit-graph edges (verify/reduce.py)")
 def test_layers_tokens_base_checks(tmp_path):
+    """Attention reading one input three times (q, k, v) gave parallel unit-graph edges and
+    crashed the verifier; they are merged into one edge coloured by the multiset of colours."""
     spec = tmp_path / "s.yaml"
     spec.write_text(BASE_SPECS["layers_tokens"])
     _assert_documented(_invoke(["check", str(spec)]))

@@ -246,13 +246,17 @@ def expand(ir: IRGraph) -> UnitGraph:
     cat = np.concatenate
     empty = np.zeros(0, dtype=np.int64)
     blocks = np.array(edges.blocks, dtype=np.int64).reshape(-1, 5)
+    src, dst, col, blk = _merge_parallel(
+        v, cat(edges.src) if edges.src else empty, cat(edges.dst) if edges.dst else empty,
+        cat(edges.col) if edges.col else empty, cat(edges.blk) if edges.blk else empty,
+        edges.next_colour)
     return UnitGraph(
         n=v,
         vertex_colour=vertex_colour,
-        src=cat(edges.src) if edges.src else empty,
-        dst=cat(edges.dst) if edges.dst else empty,
-        edge_colour=cat(edges.col) if edges.col else empty,
-        edge_block=cat(edges.blk) if edges.blk else empty,
+        src=src,
+        dst=dst,
+        edge_colour=col,
+        edge_block=blk,
         block_src=blocks[:, 0:2].copy(),
         block_dst=blocks[:, 2:4].copy(),
         block_colour=blocks[:, 4].copy(),
@@ -262,6 +266,39 @@ def expand(ir: IRGraph) -> UnitGraph:
         node_offsets=offsets,
         node_sizes=sizes,
     )
+
+
+def _merge_parallel(n: int, src: np.ndarray, dst: np.ndarray, col: np.ndarray, blk: np.ndarray,
+                    next_colour: int) -> tuple[np.ndarray, ...]:
+    """One explicit edge per (src, dst) pair.  A layer reading one tensor through several slots
+    (attention with ``in: [x, x, x]``: q, k and v from the same units) adds parallel edges of
+    different colours; the coloured multigraph has exactly the automorphisms of the simple graph
+    whose pair colour is the *multiset* of its parallel colours, so parallel plain edges become
+    one edge with a fresh colour per distinct multiset (block overrides are left as they are)."""
+    if src.shape[0] < 2:
+        return src, dst, col, blk
+    key = src * n + dst
+    plain = blk < 0
+    order = np.lexsort((col, key))
+    ks, ps = key[order], plain[order]
+    dup = np.zeros(key.shape[0], dtype=bool)
+    same = (ks[1:] == ks[:-1]) & ps[1:] & ps[:-1]
+    if not same.any():
+        return src, dst, col, blk
+    dup[order[1:][same]] = True
+    dup[order[:-1][same]] = True
+    keep = ~dup
+    idx = np.flatnonzero(dup)
+    groups: dict[int, list[int]] = {}
+    for i in idx[np.lexsort((col[idx], key[idx]))].tolist():
+        groups.setdefault(int(key[i]), []).append(int(col[i]))
+    fresh: dict[tuple[int, ...], int] = {}
+    m_key = np.fromiter(groups.keys(), dtype=np.int64, count=len(groups))
+    m_col = np.array([fresh.setdefault(tuple(c), next_colour + len(fresh))
+                      for c in groups.values()], dtype=np.int64)
+    return (np.concatenate([src[keep], m_key // n]), np.concatenate([dst[keep], m_key % n]),
+            np.concatenate([col[keep], m_col]),
+            np.concatenate([blk[keep], np.full(m_key.shape[0], -1, dtype=np.int64)]))
 
 
 def _mix(x: np.ndarray) -> np.ndarray:

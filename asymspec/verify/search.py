@@ -526,6 +526,16 @@ class _Layouts:
         self.seen.setdefault(self.hash(c), []).append((c, key, canon))
 
 
+def _product(factors: list[int]) -> int:
+    """Exact product of big integers as a balanced tree: a full-size LLM's order has millions
+    of digits, and multiplying factors into a running product one by one costs a multiplication
+    of that size per factor (tens of seconds); pairing them keeps the operands balanced."""
+    xs = [x for x in factors if x != 1] or [1]
+    while len(xs) > 1:
+        xs = [xs[i] * xs[i + 1] if i + 1 < len(xs) else xs[i] for i in range(0, len(xs), 2)]
+    return xs[0]
+
+
 def _search_components(
     g: ig.Graph, colours: list[int], nv: int, vertices: np.ndarray
 ) -> tuple[int, float, list[tuple[np.ndarray, np.ndarray]], int, int]:
@@ -545,13 +555,13 @@ def _search_components(
     membership = np.asarray(g.connected_components(mode="weak").membership, dtype=np.int64)
     ncomp = int(membership.max()) + 1 if membership.shape[0] else 0
     el = np.asarray(g.get_edgelist(), dtype=np.int64).reshape(-1, 2)
-    order = 1
+    factors: list[int] = []  # of the order, multiplied at the end (see _product)
     log10 = 0.0
     gens: list[tuple[np.ndarray, np.ndarray]] = []
     fast, handled = _discrete_classes(el, col, membership, ncomp)
     for rows in fast:  # trivial Aut(C): the class contributes S_k
         k = rows.shape[0]
-        order *= math.factorial(k)
+        factors.append(math.factorial(k))
         log10 += math.lgamma(k + 1) / _LN10
         gens += _class_generators(list(rows), rows[0] < nv, vertices)
     order_idx = np.argsort(membership, kind="stable")
@@ -581,7 +591,7 @@ def _search_components(
         sub = g.induced_subgraph(vs1.tolist(), implementation="create_from_scratch")
         ccol = col[vs1].tolist()
         c_order = _bliss(sub, ccol, "count")
-        order *= c_order**k * math.factorial(k)
+        factors += [c_order**k, math.factorial(k)]
         log10 += k * math.log10(c_order) + math.lgamma(k + 1) / _LN10  # exact for big ints
         orig = vs1 < nv
         if c_order > 1:
@@ -598,7 +608,7 @@ def _search_components(
             invj[canonj] = np.arange(canonj.shape[0])
             rows.append(vsj[invj[canon1]])  # C_1 local x -> vertex of C_j with the same canon id
         gens += _class_generators(rows, orig, vertices)
-    return order, log10, gens, ncomp, len(classes) + len(fast)
+    return _product(factors), log10, gens, ncomp, len(classes) + len(fast)
 
 
 def find_automorphisms(
@@ -662,7 +672,7 @@ def find_automorphisms(
 
     # ---- order -------------------------------------------------------------------------
     sizes = red.free_cell_sizes
-    order = bliss_order * math.prod(math.factorial(int(s)) for s in sizes)
+    order = _product([bliss_order] + [math.factorial(int(s)) for s in sizes])
     log10_order = bliss_log10 + float(
         sum(math.lgamma(int(s) + 1) for s in sizes) / _LN10
     )
