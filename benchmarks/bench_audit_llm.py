@@ -42,7 +42,8 @@ def _child(name: str, layers: int | None, baseline: bool) -> dict:
     torch.set_num_threads(1)
     from asymspec.audit import audit
     from asymspec.audit.cli import _inputs, build_from_config
-    from asymspec.audit.meta import audit_meta
+    from asymspec.audit.meta import audit_meta, config_defaults, parameter_count
+    from asymspec.targets import load_attr
 
     target, cfg, shape = CONFIGS[name]
     cfg = dict(cfg)
@@ -59,14 +60,17 @@ def _child(name: str, layers: int | None, baseline: bool) -> dict:
     if baseline:
         t0 = time.perf_counter()
         model = build_from_config(target, cfg)
+        t1 = time.perf_counter()
         rep = audit(model, inputs, numeric=False)
-        return {"name": name + " (weights allocated)", "seconds": time.perf_counter() - t0,
+        return {"name": name + " (weights allocated)", "parameters": parameter_count(model),
                 "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                 "verdict": rep.verdict, "log10_order": rep.log10_order,
                 "units": sum(r.units for r in rep.layers), "unsupported": len(rep.unsupported),
-                "timings": {"lower_s": rep.timings["lower_s"],
-                            "verify_s": rep.timings["check_s"]}}
-    rep = audit_meta(lambda c: build_from_config(target, c), cfg, inputs, name=name)
+                "timings": {"build_s": t1 - t0, "lower_s": rep.timings["lower_s"],
+                            "verify_s": rep.timings["check_s"],
+                            "total_s": time.perf_counter() - t0}}
+    rep = audit_meta(lambda c: build_from_config(target, c), cfg, inputs, name=name,
+                     defaults=config_defaults(load_attr(target)))
     tw = rep.meta["twin"]
     verifier = {k: rep.timings[k] for k in ("expand_s", "refine", "reduce", "bliss_build",
                                             "bliss", "verify", "orbits") if k in rep.timings}

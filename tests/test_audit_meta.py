@@ -21,6 +21,7 @@ from asymspec.audit.meta import (
     VALUES_NOTE,
     audit_meta,
     build_on_meta,
+    config_defaults,
     parameters_on_meta,
     twin_config,
 )
@@ -107,6 +108,12 @@ def test_twin_config_llama3_8b_keeps_structure():
     assert twin["rope_theta"] == cfg["rope_theta"]
     assert twin["tie_word_embeddings"] is False
     assert any(n.startswith("hidden_size: 4096 -> 64") for n in notes)
+    # an empty config still gets a twin: the class's own default widths are reduced
+    defaults = config_defaults(transformers.GPT2LMHeadModel)
+    assert defaults["n_embd"] == 768 and "hidden_size" not in defaults  # no aliases
+    twin, _ = twin_config(defaults)
+    assert twin["n_embd"] == 16 and twin["n_layer"] == 2
+    assert config_defaults(nn.Linear) == {}
 
 
 class _MaskedNet(nn.Module):

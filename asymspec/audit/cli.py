@@ -190,7 +190,7 @@ def _audit_meta(target: str, input_shapes, spec, overrides, config: dict,
     (:mod:`asymspec.audit.meta`); the numeric check runs on a width-reduced twin."""
     from torch import nn
 
-    from asymspec.audit.meta import audit_meta
+    from asymspec.audit.meta import audit_meta, config_defaults
     from asymspec.targets import load_attr
 
     if target.endswith((".pt", ".pth")) and ":" not in target:
@@ -212,7 +212,7 @@ def _audit_meta(target: str, input_shapes, spec, overrides, config: dict,
 
     return audit_meta(build, config, _inputs(input_shapes), name=name, tracer=tracer,
                       numeric=numeric, twin_overrides=_parse_config(twin_text, None),
-                      forward_check=forward_ok)
+                      forward_check=forward_ok, defaults=config_defaults(load_attr(target)))
 
 
 def _forward_ok(model, inputs, target: str) -> None:

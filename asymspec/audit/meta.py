@@ -231,6 +231,22 @@ def twin_config(config: dict, layers: int = 2, kv_heads: int = 2, head_dim: int 
     return twin, notes
 
 
+def config_defaults(obj: Any) -> dict:
+    """The width settings a transformers model class uses when its config does not set them
+    (``GPT2LMHeadModel``: ``n_layer=12, n_embd=768, ...``), so that ``--meta`` with an empty or
+    partial config still gets a twin.  Only keys the config stores itself (not aliases) are
+    returned; ``{}`` for anything that is not a transformers class."""
+    config_class = getattr(obj, "config_class", None)
+    if config_class is None:
+        return {}
+    try:
+        stored = config_class().to_dict()
+    except Exception:  # a config class that needs arguments: no defaults
+        return {}
+    keys = _LAYERS + _HEADS + _KV_HEADS + _HIDDEN + _HEAD_DIM + _INTERMEDIATE + _VOCAB
+    return {k: stored[k] for k in keys if stored.get(k) is not None}
+
+
 def describe_config(config: dict) -> str:
     """The structural settings of a config, for messages (layers, widths, heads, vocab)."""
     parts = []
@@ -278,7 +294,8 @@ def twin_inputs(inputs: tuple, twin_config_: dict) -> tuple:
 def audit_meta(build: Callable[[dict], nn.Module], config: dict, inputs: tuple,
                name: str | None = None, tracer: str = "auto", numeric: bool = True,
                twin_overrides: dict | None = None,
-               forward_check: Callable[[nn.Module, tuple], None] | None = None) -> Any:
+               forward_check: Callable[[nn.Module, tuple], None] | None = None,
+               defaults: dict | None = None) -> Any:
     """Audit ``build(config)`` with parameters on the meta device (module docstring) and, with
     ``numeric``, run the whole audit -- numeric check included -- on the width-reduced twin
     ``build(twin_config(config) | twin_overrides)`` with float64 weights.
@@ -289,7 +306,8 @@ def audit_meta(build: Callable[[dict], nn.Module], config: dict, inputs: tuple,
     :class:`~asymspec.audit.numeric.AuditError` like the ordinary audit.  ``forward_check(twin,
     inputs)`` (the CLI's) runs first: a model that fails on the example inputs is a user error,
     found on the twin before anything is built on meta (a forward pass on meta cannot run the
-    data-dependent checks some models make)."""
+    data-dependent checks some models make).  ``defaults``: width settings the builder uses when
+    ``config`` omits them (:func:`config_defaults`), so the twin can reduce them."""
     import time
 
     from asymspec.audit import audit
@@ -300,7 +318,7 @@ def audit_meta(build: Callable[[dict], nn.Module], config: dict, inputs: tuple,
     t0 = time.perf_counter()
     twin_model = None
     if numeric:
-        twin, notes = twin_config(config)
+        twin, notes = twin_config(dict(defaults or {}, **config))
         twin.update(twin_overrides or {})
         notes += [f"{k}: {config.get(k)} -> {v} (--twin-config)"
                   for k, v in (twin_overrides or {}).items()]
