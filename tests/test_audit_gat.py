@@ -248,3 +248,27 @@ def test_unmodelled_use_of_split_heads_stays_unknown() -> None:
 
     report = audit(Odd(), (torch.randn(5, 3),))
     assert report.unsupported and report.verdict == "unknown"
+
+
+def test_gat_layer_called_twice_ties_its_units() -> None:
+    """One ``GATConv(12, 4, heads=3)`` applied twice (shared weights) after a linear input
+    layer.  Its weight is read along (call-1 output, input layer) and (call-2 output, call-1
+    output): one tensor, so the input layer's 12 units, the first call's and the second call's
+    output units all move by one permutation, which must keep the 3 heads as blocks:
+    |Aut| = 3! (4!)^3 -- not (3! (4!)^3)^2 as for two independent layers."""
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp = nn.Linear(3, 12)
+            self.conv = GATConv(12, 4, heads=3)
+            self.out = nn.Linear(12, 2)
+
+        def forward(self, x, edge_index):
+            h = F.elu(self.conv(self.inp(x), edge_index))
+            return self.out(F.elu(self.conv(h, edge_index)))
+
+    torch.manual_seed(0)
+    report = audit(Twice().double().eval(), (X, EI))
+    assert not report.unsupported and report.verdict == "symmetric"
+    assert report.log10_order == pytest.approx(lg(3) + 3 * lg(4), abs=1e-9)
