@@ -500,3 +500,38 @@ def test_torch_rms_norm(functional: bool, tracer: str) -> None:
     assert report.log10_order == pytest.approx(lg(8), abs=1e-9)
     (axis,) = report.ir.g.graph["tensor_axes"]["n.weight"]  # permuted with the 8 channels
     assert axis is not None and report.ir.node(axis)["size"] == 8
+
+
+class _EinsumAttention(nn.Module):
+    """Packed q | k | v, two heads of 4 dims, attention written with ``torch.einsum`` in two
+    letter orders (heads before or after the tokens); the stream is the model input (fixed)."""
+
+    def __init__(self, layout: str):
+        super().__init__()
+        self.layout = layout
+        self.qkv = nn.Linear(8, 24, bias=False)
+        self.o, self.out = nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        if self.layout == "bhid":
+            q, k, v = (z.view(b, t, 2, 4).transpose(1, 2) for z in (q, k, v))
+            s = torch.einsum("bhid,bhjd->bhij", q, k) * 0.5
+            a = torch.einsum("bhij,bhjd->bhid", s.softmax(-1), v).transpose(1, 2)
+        else:
+            q, k, v = (z.view(b, t, 2, 4) for z in (q, k, v))
+            s = torch.einsum("b i h d, b j h d -> b h i j", q, k)
+            a = torch.einsum("b h i j, b j h d -> b i h d", s.softmax(-1), v)
+        return self.out(x + self.o(a.reshape(b, t, 8)))
+
+
+@pytest.mark.parametrize("layout", ["bhid", "bihd"])
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_einsum_attention_closed_form(layout: str, tracer: str) -> None:
+    """``einsum('bhid,bhjd->bhij')`` then ``einsum('bhij,bhjd->bhid')``: the attention node of
+    SDPA.  Input stream fixed; heads 2!, joint q/k dims (4!)^2, v dims (4!)^2."""
+    x = (torch.randn(1, 5, 8, generator=torch.Generator().manual_seed(0)),)
+    report = audit(_EinsumAttention(layout).eval(), x, tracer=tracer)
+    assert not report.unsupported and report.verdict == "symmetric"
+    assert report.log10_order == pytest.approx(lg(2) + 4 * lg(4), abs=1e-9)

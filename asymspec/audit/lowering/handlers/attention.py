@@ -214,8 +214,10 @@ def _f_sdpa(c: Call):
                            out)
 
 
-def _attention_node(L: Lowerer, name: str, q: Split, k: Split, v: Split, out) -> Split:
-    """The IR attention node reading q, k, v of one head layout (see ``units._attention``)."""
+def _attention_node(L: Lowerer, name: str, q: Split, k: Split, v: Split, out,
+                    axes: tuple[int, int] | None = None) -> Split:
+    """The IR attention node reading q, k, v of one head layout (see ``units._attention``);
+    ``axes``: the output's (heads, head_dim) axes (default: (batch.., heads, tokens, dim))."""
     nodes = [q.node, k.node, v.node]
     size = L.ir.node(q.node)["size"]
     if any(L.ir.node(x)["size"] != size for x in nodes) or len({q.heads, k.heads, v.heads}) != 1:
@@ -224,7 +226,8 @@ def _attention_node(L: Lowerer, name: str, q: Split, k: Split, v: Split, out) ->
     att = L.add_node(name, "attention", nodes, size, out, nd - 1, attrs={"heads": q.heads})
     for i, x in enumerate(nodes):
         L.ir.add_attention_edge(x, att, i)
-    return Split(att, nd - 3, nd - 1, q.heads)
+    haxis, daxis = axes if axes is not None else (nd - 3, nd - 1)
+    return Split(att, haxis, daxis, q.heads)
 
 
 # ---------------------------------------------------------------- eager attention
@@ -240,9 +243,10 @@ class Scores(Packed):
     What keeps it exact: each op allowed on it is equivariant under permutations of the heads
     and of the q / k dims that keep every ``q_h . k_h``; anything else is unsupported."""
 
-    def __init__(self, q: Split, k: Split, haxis: int, heads: Split) -> None:  # noqa: D107
+    def __init__(self, q: Split, k: Split, haxis: int, heads: Split, kaxis: int
+                 ) -> None:  # noqa: D107
         self.parts = [heads, q, k]  # parts[0]: what the audit marks when the scores are output
-        self.q, self.k, self.haxis = q, k, haxis
+        self.q, self.k, self.haxis, self.kaxis = q, k, haxis, kaxis
 
     @property
     def paxis(self) -> int:  # type: ignore[override]
@@ -266,7 +270,7 @@ def scores_matmul(c: Call):
     base = _module_of(L, n) or n.name
     if isinstance(a, Scores):
         v = _as_heads(L, base, "value", b, ar[1], nd)
-        if v.haxis != nd - 3 or v.daxis != nd - 1 or a.haxis != nd - 3:
+        if v.haxis != nd - 3 or v.daxis != nd - 1 or a.haxis != nd - 3 or a.kaxis != nd - 1:
             raise Unsupported("attention weights times values in an unexpected layout")
         return _attention_node(L, _qual_key(base, "attn") if base != n.name else n.name,
                                a.q, a.k, v, out)
@@ -278,7 +282,52 @@ def scores_matmul(c: Call):
         raise Unsupported("matrix product of split heads in an unexpected layout")
     if q.heads != k.heads or L.ir.node(q.node)["size"] != L.ir.node(k.node)["size"]:
         raise Unsupported("query and key head counts / sizes differ")
-    return Scores(q, k, nd - 3, _scores_heads(L, base, q, k, out))
+    return Scores(q, k, nd - 3, _scores_heads(L, base, q, k, out), nd - 1)
+
+
+@handles(torch.einsum, getattr(getattr(torch.ops.aten, "einsum", None), "default", None))
+def _f_einsum(c: Call):
+    """``einsum`` of split heads, the two products of attention written with letters:
+    ``'bhid,bhjd->bhij'`` (q . k per head: :class:`Scores`) and ``'bhij,bhjd->bhid'``
+    (weights @ v: the attention node), in any letter order.  Every other equation -- a
+    contraction over heads, a diagonal, an einsum with a weight -- is unsupported."""
+    L, n, al, ar, out = c.lowerer, c.node, c.args, c.real_args, c.out
+    eq = ar[0]
+    ops_l = list(al[1]) if len(al) == 2 and isinstance(al[1], (list, tuple)) else list(al[1:])
+    ops_r = list(ar[1]) if len(ar) == 2 and isinstance(ar[1], (list, tuple)) else list(ar[1:])
+    if not isinstance(eq, str) or "->" not in eq or "." in eq or len(ops_l) != 2:
+        raise Unsupported("einsum other than a two-operand product with explicit output")
+    lhs, lo = eq.replace(" ", "").split("->")
+    la, lb = lhs.split(",")
+    if any(len(set(s)) != len(s) for s in (la, lb, lo)) or \
+            [len(la), len(lb)] != [r.dim() for r in ops_r]:
+        raise Unsupported("einsum with repeated letters")
+    a, b = ops_l
+    base = _module_of(L, n) or n.name
+    nd = out.dim()
+    if isinstance(b, Scores) and not isinstance(a, Scores):
+        a, b, la, lb = b, a, lb, la
+    if isinstance(a, Scores):
+        if not isinstance(b, Split):
+            raise Unsupported("einsum of attention scores with something other than split heads")
+        h, j = la[a.haxis], la[a.kaxis]
+        if lb[b.haxis] != h or j not in lb or lb.index(j) in (b.haxis, b.daxis) \
+                or j in lo or h not in lo or lb[b.daxis] not in lo \
+                or set(la + lb) - {j} != set(lo):
+            raise Unsupported(f"einsum '{eq}' is not attention weights times values")
+        return _attention_node(L, _qual_key(base, "attn") if base != n.name else n.name,
+                               a.q, a.k, b, out, (lo.index(h), lo.index(lb[b.daxis])))
+    if not (isinstance(a, Split) and isinstance(b, Split)):
+        raise Unsupported(f"einsum '{eq}' of features (not attention heads)")
+    h, d = la[a.haxis], la[a.daxis]
+    only_a, only_b = set(la) - set(lb), set(lb) - set(la)
+    if lb[b.haxis] != h or lb[b.daxis] != d or d in lo or h not in lo \
+            or len(only_a) != 1 or len(only_b) != 1 or set(la + lb) - {d} != set(lo):
+        raise Unsupported(f"einsum '{eq}' is not query . key per head")
+    if a.heads != b.heads or L.ir.node(a.node)["size"] != L.ir.node(b.node)["size"]:
+        raise Unsupported("query and key head counts / sizes differ")
+    del nd
+    return Scores(a, b, lo.index(h), _scores_heads(L, base, a, b, out), lo.index(only_b.pop()))
 
 
 def _scores_heads(L: Lowerer, base: str, q: Split, k: Split, out) -> Split:
