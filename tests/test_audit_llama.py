@@ -535,3 +535,47 @@ def test_einsum_attention_closed_form(layout: str, tracer: str) -> None:
     report = audit(_EinsumAttention(layout).eval(), x, tracer=tracer)
     assert not report.unsupported and report.verdict == "symmetric"
     assert report.log10_order == pytest.approx(lg(2) + 4 * lg(4), abs=1e-9)
+
+
+def test_t5_learned_relative_position_bias_ties_the_heads() -> None:
+    """T5 encoder (eager): the relative-position bias is an embedding of constant buckets with
+    one column per head, added to every layer's scores (computed in layer 0, reused).  A head
+    permutation must move those columns, so one head order serves every layer: H! once, not
+    per layer.  The stream is the output (fixed).  log10 |Aut| = log10 H! +
+    L (2 H log10 dk! + log10 d_ff!), H = 2, dk = 4, d_ff = 24, L = 2."""
+    cfg = transformers.T5Config(vocab_size=50, d_model=16, d_kv=4, d_ff=24, num_layers=2,
+                                num_heads=2, attn_implementation="eager")
+    torch.manual_seed(0)
+    report = audit(transformers.T5EncoderModel(cfg).eval(), _ids(n=8))
+    assert not report.unsupported and report.verdict == "symmetric"
+    assert report.log10_order == pytest.approx(lg(2) + 2 * (4 * lg(4) + lg(24)), abs=1e-6)
+
+
+class _Alibi(nn.Module):
+    """Four heads of 2 dims with ALiBi: scores + slope_h * (j - i), slopes a buffer."""
+
+    def __init__(self, slopes):
+        super().__init__()
+        self.q, self.k, self.v = (nn.Linear(8, 8, bias=False) for _ in range(3))
+        self.o = nn.Linear(8, 8)
+        self.register_buffer("slopes", torch.tensor(slopes), persistent=False)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q, k, v = (f(x).view(b, t, 4, 2).transpose(1, 2) for f in (self.q, self.k, self.v))
+        pos = torch.arange(t).float()
+        bias = self.slopes[:, None, None] * (pos[None, :] - pos[:, None])[None]
+        w = torch.softmax(q @ k.transpose(-2, -1) + bias, dim=-1)
+        return self.o((w @ v).transpose(1, 2).reshape(b, t, 8))
+
+
+def test_alibi_slopes_colour_the_heads() -> None:
+    """A constant per-head table added to the scores: heads with different slopes are fixed,
+    heads with equal slopes may trade places.  Per head (2 dims): q/k 2!, v 2!; heads: none
+    (distinct slopes) or 2! (slopes 0.5, 0.5, 0.25, 0.125)."""
+    x = (torch.randn(1, 6, 8, generator=torch.Generator().manual_seed(0)),)
+    per_head = 4 * (lg(2) + lg(2))
+    for slopes, heads in (([0.5, 0.25, 0.125, 0.0625], 0.0), ([0.5, 0.5, 0.25, 0.125], lg(2))):
+        report = audit(_Alibi(slopes).eval(), x)
+        assert not report.unsupported and report.verdict == "symmetric"
+        assert report.log10_order == pytest.approx(per_head + heads, abs=1e-9), slopes

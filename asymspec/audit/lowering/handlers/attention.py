@@ -29,6 +29,7 @@ from asymspec.audit.lowering.values import (
 from asymspec.audit.params import (
     plain_weight,
 )
+from asymspec.ir.units import exact_row_ids, float_bits
 
 
 # ---------------------------------------------------------------- attention
@@ -353,8 +354,13 @@ def _scores_heads(L: Lowerer, base: str, q: Split, k: Split, out) -> Split:
 
 
 def scores_binary(L: Lowerer, op: str, operands: list, reals: list, out) -> Scores:
-    """Scaling attention logits by a scalar, adding a constant mask that is the same for every
-    head (causal / padding masks), or dividing by one: still the same q . k pairing."""
+    """Scaling attention logits by a scalar, adding a constant mask (causal / padding), or
+    dividing by one: still the same q . k pairing.  A term with one value per head couples the
+    heads to it: features with one unit per head (T5's learned relative-position bias, looked
+    up from a table with constant buckets) are tied to the scores' head units, so a head
+    permutation moves the table's columns along; a constant per-head table (ALiBi slopes)
+    colours the head units by its exact per-head values, so only heads with identical tables may
+    trade places."""
     if op not in ("add", "mul") or not isinstance(out, torch.Tensor):
         raise Unsupported("arithmetic on attention scores")
     sc = [v for v in operands if isinstance(v, Scores)]
@@ -362,15 +368,38 @@ def scores_binary(L: Lowerer, op: str, operands: list, reals: list, out) -> Scor
         raise Unsupported("arithmetic combining two attention score tensors")
     s = sc[0]
     nd = out.dim()
+    heads_node = s.parts[0].node
+    heads = L.ir.node(heads_node)["size"]
     for v, r in zip(operands, reals):
         if v is s or not isinstance(r, torch.Tensor) or r.dim() == 0:
             continue
+        ax = s.haxis - (nd - r.dim())
+        per_head = ax >= 0 and r.shape[ax] != 1
+        if isinstance(v, Feat):
+            if not per_head or v.cdim != ax or L.ir.node(v.node)["size"] != heads:
+                raise Unsupported("attention scores combined with features not one per head")
+            L.ir.add_tie(heads_node, v.node, "a per-head term of the attention scores")
+            continue
         if not isinstance(v, Raw) or v.kind != "static" or L.params_in(v.fxnode):
             raise Unsupported("attention scores combined with features or parameters")
-        ax = s.haxis - (nd - r.dim())
-        if ax >= 0 and r.shape[ax] != 1:
-            raise Unsupported("attention scores combined with a per-head table (e.g. ALiBi)")
+        if per_head:
+            _colour_heads(L, heads_node, v, r, ax)
     return s
+
+
+def _colour_heads(L: Lowerer, heads_node: str, v: Raw, r: torch.Tensor, ax: int) -> None:
+    """Colour the scores' head units by the exact values of a constant per-head table."""
+    if r.is_meta:
+        raise Unsupported("per-head constant table without values (meta device)")
+    for key in rope._buffers_in(L, v.fxnode):  # a buffer used as a table is never permuted
+        L.record(key, rope._rank_none(L, key), constant=True)
+    rows = float_bits(r.detach().movedim(ax, 0).reshape(r.shape[ax], -1))
+    ids, _ = exact_row_ids(rows.reshape(r.shape[ax], -1))
+    node = L.ir.node(heads_node)
+    prev = node["unit_colour"]
+    if prev is not None:
+        ids, _ = exact_row_ids(np.stack([np.asarray(prev), ids], axis=1))
+    node["unit_colour"] = ids.astype(np.int64)
 
 
 def scores_unary(c: Call, fn: str) -> Scores:
