@@ -219,18 +219,37 @@ def test_cli_meta_user_errors(tmp_path):
     assert res.exit_code == 2 and "--twin-config" in res.output
 
 
+def _llama_closed_form(d: int, layers: int, kv: int, per_kv: int, dh: int, mlp: int) -> float:
+    """log10 |Aut| of a Llama (RMSNorm, RoPE with distinct frequencies, GQA, SwiGLU, untied head):
+    d! [K! (r!)^K (dh!)^K m!]^L.  The residual stream's d channels permute freely (RMSNorm's
+    weight moves with them); per layer the K key-value groups permute as wholes, the r query
+    heads within a group permute, the value dims of a group permute (v rows and o columns, the
+    same for the group's r heads, which share v), and the m SwiGLU units permute (gate and up
+    rows, down columns).  Query/key dims within a head: RoPE rotates dim i with dim i + dh/2 at
+    its own frequency, so a permutation must map pairs to pairs of the same frequency (all
+    distinct: the identity), and swapping inside a pair flips the rotation's sign: none."""
+    lg = math.lgamma
+    return (lg(d + 1) + layers * (lg(kv + 1) + kv * lg(per_kv + 1) + kv * lg(dh + 1)
+                                  + lg(mlp + 1))) / math.log(10)
+
+
 @pytest.mark.slow
 def test_llama3_8b_shaped_meta_audit():
-    """The shipped Llama-3-8B-shaped config: neuron level, no parameter memory."""
+    """The shipped Llama-3-8B-shaped config: neuron level, no parameter memory; the order is the
+    closed form at full size, and the twin's (numerically checked) at its widths."""
     from asymspec.audit.cli import build_from_config
 
     cfg = json.loads(open("specs/audit/llama3_8b.json").read())
     report = audit_meta(lambda c: build_from_config("transformers:LlamaForCausalLM", c), cfg,
                         (torch.randint(0, 128, (1, 16)),))
-    assert report.meta["parameters"] > 8_000_000_000
-    assert report.meta["twin"]["numeric_check"] is not None
-    if not report.unsupported:
-        assert report.verdict == "symmetric"
+    assert report.meta["parameters"] == 8_030_261_248  # Llama-3-8B's parameter count
+    assert not report.unsupported and report.verdict == "symmetric"
+    assert math.isclose(report.log10_order, _llama_closed_form(4096, 32, 8, 4, 128, 14336),
+                        abs_tol=1e-6)
+    twin = report.meta["twin"]
+    assert twin["numeric_check"]["generators"] > 0 and twin["unsupported"] == 0
+    assert math.isclose(twin["log10_order"], _llama_closed_form(64, 2, 2, 4, 8, 224),
+                        abs_tol=1e-6)
     units = {r.layer: r.units for r in report.layers}
     assert units["model.layers.31.mlp.gate_proj"] == 14336
 
