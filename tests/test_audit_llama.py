@@ -554,8 +554,9 @@ def test_t5_learned_relative_position_bias_ties_the_heads() -> None:
 class _Alibi(nn.Module):
     """Four heads of 2 dims with ALiBi: scores + slope_h * (j - i), slopes a buffer."""
 
-    def __init__(self, slopes):
+    def __init__(self, slopes, sdpa: bool = False):
         super().__init__()
+        self.sdpa = sdpa
         self.q, self.k, self.v = (nn.Linear(8, 8, bias=False) for _ in range(3))
         self.o = nn.Linear(8, 8)
         self.register_buffer("slopes", torch.tensor(slopes), persistent=False)
@@ -565,17 +566,22 @@ class _Alibi(nn.Module):
         q, k, v = (f(x).view(b, t, 4, 2).transpose(1, 2) for f in (self.q, self.k, self.v))
         pos = torch.arange(t).float()
         bias = self.slopes[:, None, None] * (pos[None, :] - pos[:, None])[None]
-        w = torch.softmax(q @ k.transpose(-2, -1) + bias, dim=-1)
-        return self.o((w @ v).transpose(1, 2).reshape(b, t, 8))
+        if self.sdpa:
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        else:
+            a = torch.softmax(q @ k.transpose(-2, -1) + bias, dim=-1) @ v
+        return self.o(a.transpose(1, 2).reshape(b, t, 8))
 
 
-def test_alibi_slopes_colour_the_heads() -> None:
-    """A constant per-head table added to the scores: heads with different slopes are fixed,
-    heads with equal slopes may trade places.  Per head (2 dims): q/k 2!, v 2!; heads: none
-    (distinct slopes) or 2! (slopes 0.5, 0.5, 0.25, 0.125)."""
+@pytest.mark.parametrize("sdpa", [False, True], ids=["eager", "sdpa-mask"])
+def test_alibi_slopes_colour_the_heads(sdpa: bool) -> None:
+    """A constant per-head table added to the scores (or passed as SDPA's ``attn_mask``):
+    heads with different slopes are fixed, heads with equal slopes may trade places.  Per head
+    (2 dims): q/k 2!, v 2!; heads: none (distinct slopes) or 2! (slopes 0.5, 0.5, 0.25,
+    0.125)."""
     x = (torch.randn(1, 6, 8, generator=torch.Generator().manual_seed(0)),)
     per_head = 4 * (lg(2) + lg(2))
     for slopes, heads in (([0.5, 0.25, 0.125, 0.0625], 0.0), ([0.5, 0.5, 0.25, 0.125], lg(2))):
-        report = audit(_Alibi(slopes).eval(), x)
+        report = audit(_Alibi(slopes, sdpa).eval(), x)
         assert not report.unsupported and report.verdict == "symmetric"
         assert report.log10_order == pytest.approx(per_head + heads, abs=1e-9), slopes

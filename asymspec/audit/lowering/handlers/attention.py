@@ -197,12 +197,16 @@ def _f_sdpa(c: Call):
            for x in _flat_values(list(al[3:]) + list(kl.values()))):
         raise Unsupported("attention mask computed from features")
     mask = _arg(ar, kr, 3, "attn_mask")
+    per_head = False
     if isinstance(mask, torch.Tensor) and mask.dim() >= 3 and mask.shape[-3] > 1:
         if mask.is_meta:
             raise Unsupported("per-head attention mask without values (meta device)")
         m = mask.reshape((1,) * (nd - mask.dim()) + tuple(mask.shape))
-        if m.shape[nd - 3] > 1 and not bool((m == m.narrow(nd - 3, 0, 1)).all()):
-            raise Unsupported("attention mask that differs between heads")
+        per_head = not bool((m == m.narrow(nd - 3, 0, 1)).all())
+        mask_low = _arg(al, kl, 3, "attn_mask")
+        if per_head and (not isinstance(mask_low, Raw) or mask_low.kind != "static"
+                         or L.params_in(mask_low.fxnode)):
+            raise Unsupported("attention mask that differs between heads and is not a constant")
     if k.heads != q.heads or v.heads != q.heads:
         if not _arg(ar, kr, 7, "enable_gqa", False) or k.heads != v.heads \
                 or q.heads % k.heads:
@@ -211,6 +215,9 @@ def _f_sdpa(c: Call):
         kr_, vr_ = _arg(ar, kr, 1, "key"), _arg(ar, kr, 2, "value")
         k = rope.repeat_heads(L, _qual_key(base, "k_rep"), k, n_rep, kr_, k.haxis, k.daxis)
         v = rope.repeat_heads(L, _qual_key(base, "v_rep"), v, n_rep, vr_, v.haxis, v.daxis)
+    if per_head:  # ALiBi as an SDPA mask: colour the heads by their tables (as in eager)
+        heads = _scores_heads(L, base, q, k, out)
+        _colour_heads(L, heads.node, mask_low, mask.float(), mask.dim() - 3)
     return _attention_node(L, _qual_key(base, "attn") if base != n.name else n.name, q, k, v,
                            out)
 
