@@ -213,6 +213,11 @@ def test_cli_meta_user_errors(tmp_path):
     """))
     res = _cli(["audit", f"{f}:Pruned", "--input-shape", "1,3", "--meta", "--no-numeric"])
     assert res.exit_code == 2 and "no values on the meta device" in res.output
+    # inputs the model cannot take are a user error, also without the numeric check (they run
+    # through the small twin; meta kernels skip such checks)
+    res = _cli(["audit", "transformers:GPT2LMHeadModel", "--config", "n_layer=1,n_embd=32,n_head=4",
+                "--input-shape", "1,8", "--meta", "--no-numeric"])
+    assert res.exit_code == 2 and "fails on the example inputs" in res.output
     # --twin-config without --meta
     res = _cli(["audit", "transformers:GPT2LMHeadModel", "--config", "n_layer=1",
                 "--input-shape", "1,4:long", "--twin-config", "n_embd=8"])

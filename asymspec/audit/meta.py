@@ -169,6 +169,7 @@ _HEAD_DIM = ("head_dim",)
 _INTERMEDIATE = ("intermediate_size", "n_inner")
 _VOCAB = ("vocab_size",)
 _POSITIONS = ("max_position_embeddings", "n_positions")
+_TOKENS = ("pad_token_id", "bos_token_id", "eos_token_id")
 
 
 def _get(cfg: dict, keys: tuple[str, ...]) -> tuple[str | None, Any]:
@@ -222,7 +223,7 @@ def twin_config(config: dict, layers: int = 2, kv_heads: int = 2, head_dim: int 
     k_vocab, v = _get(config, _VOCAB)
     if k_vocab is not None:
         put(k_vocab, min(int(v), vocab))
-        for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        for key in _TOKENS:
             tok = twin.get(key)
             if isinstance(tok, int) and tok >= twin[k_vocab]:
                 put(key, twin[k_vocab] - 1)
@@ -243,7 +244,8 @@ def config_defaults(obj: Any) -> dict:
         stored = config_class().to_dict()
     except Exception:  # a config class that needs arguments: no defaults
         return {}
-    keys = _LAYERS + _HEADS + _KV_HEADS + _HIDDEN + _HEAD_DIM + _INTERMEDIATE + _VOCAB
+    keys = _LAYERS + _HEADS + _KV_HEADS + _HIDDEN + _HEAD_DIM + _INTERMEDIATE + _VOCAB + \
+        _TOKENS  # token ids too: the twin's smaller vocabulary must still contain them
     return {k: stored[k] for k in keys if stored.get(k) is not None}
 
 
@@ -317,6 +319,15 @@ def audit_meta(build: Callable[[dict], nn.Module], config: dict, inputs: tuple,
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     twin_model = None
+    twin_notes: list[str] = []
+    if not numeric and forward_check is not None:
+        # no numeric check, but a model that fails on the inputs is still a user error: run
+        # them through the twin when it is small (meta kernels skip many input checks)
+        small, twin_notes = twin_config(dict(defaults or {}, **config))
+        small.update(twin_overrides or {})
+        if twin_notes or twin_overrides:
+            twin_notes = twin_notes or ["--twin-config"]
+            forward_check(build(small).double().eval(), twin_inputs(inputs, small))
     if numeric:
         twin, notes = twin_config(dict(defaults or {}, **config))
         twin.update(twin_overrides or {})
@@ -382,6 +393,8 @@ def audit_meta(build: Callable[[dict], nn.Module], config: dict, inputs: tuple,
     else:
         lines.append("numeric check: skipped (--no-numeric); generators were not verified on "
                      "any module")
+        if forward_check is not None and twin_notes:
+            lines.append("(the example inputs were run through the width-reduced twin)")
     info["timings"] = dict(times, total_s=sum(times.values()))
     info["lines"] = lines
     report.meta = info
