@@ -277,3 +277,28 @@ def test_attention_reading_one_input_three_times_verifies():
     assert checked.verdict == audited.verdict == "symmetric" and not audited.unsupported
     assert math.isclose(checked.log10_order, audited.log10_order, abs_tol=1e-9)
     assert audited.numeric.generators == len(audited.generators) > 0
+
+
+class _WriteInto(nn.Module):
+    """``buf[:, :2] = fc(x)``: an in-place write whose result no node reads (torch.export:
+    ``aten.copy_`` into a slice of ``buf``).  Swapping fc's two outputs with out's first two
+    columns is a symmetry, so ``asymmetric`` would be a false proof."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x):
+        buf = x.new_zeros(x.shape[0], 4)
+        buf[:, :2] = self.fc(x)
+        return self.out(buf)
+
+
+def test_in_place_write_is_never_dropped_as_dead():
+    x = (torch.randn(2, 3, generator=torch.Generator().manual_seed(0)),)
+    full = audit(_WriteInto(), x)
+    assert full.verdict == "unknown"  # was "asymmetric": the write was skipped as dead code
+    assert any("in-place write" in u.reason for u in full.unsupported)
+    meta = audit_meta(lambda cfg: _WriteInto(), {}, x, numeric=False)
+    assert meta.verdict == "unknown" and meta.unsupported

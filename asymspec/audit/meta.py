@@ -136,6 +136,16 @@ class MetaPlacement:
             # result's values are known: compute it on the CPU
             args = (_cpu_stand_in(args[0]),) + tuple(args[1:]) if args else args
         if _has_meta(args) or _has_meta(kwargs):
+            if args and isinstance(args[0], torch.Tensor) and args[0].device.type != "meta" \
+                    and _mutates(target):
+                # moving the real tensor to meta would write into a copy and leave the
+                # original (read later as a constant) unchanged: a wrong graph, never allowed
+                from asymspec.errors import UserError
+
+                raise UserError(f"--meta: '{_name(target)}' writes values computed from "
+                                "parameters into a tensor that does not depend on them; this "
+                                "cannot be followed on the meta device: audit without --meta "
+                                "(or with a smaller config)")
             return _map(args, _to_meta), _map(kwargs, _to_meta)
         return _map(args, _meta_device_to_cpu), _map(kwargs, _meta_device_to_cpu)
 
@@ -145,6 +155,25 @@ class MetaPlacement:
         if on_meta:
             return _map(args, _to_meta), _map(kwargs, _to_meta)
         return self.args(None, args, kwargs)
+
+
+def _name(target: Any) -> str:
+    return target if isinstance(target, str) else getattr(target, "__name__", str(target))
+
+
+def _mutates(target: Any) -> bool:
+    """Whether an fx target writes into its first operand (``x[i] = v``, ``x.add_(v)``, a
+    mutating ATen overload)."""
+    import operator
+
+    if target is operator.setitem:
+        return True
+    if isinstance(target, str):
+        return target.endswith("_") and not target.endswith("__")
+    schema = getattr(target, "_schema", None)
+    if schema is not None:
+        return bool(getattr(schema, "is_mutable", False))
+    return getattr(target, "__name__", "").endswith("_")
 
 
 _VALUE_FREE_METHODS = {"new_zeros", "new_ones", "new_full", "new_empty", "new_tensor"}
@@ -260,6 +289,18 @@ def describe_config(config: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- the audit
+@contextlib.contextmanager
+def float64_default() -> Iterator[None]:
+    """The twin runs in float64 throughout: tensors a model creates itself (``torch.zeros(n,
+    device=x.device)``) must match its float64 weights."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
 def build_on_meta(build: Callable[[], nn.Module]) -> nn.Module:
     """``build()`` with parameters on the meta device; raises UserError when a buffer was
     computed from parameters (it has no values, and values of buffers are what the audit
@@ -327,17 +368,19 @@ def audit_meta(build: Callable[[dict], nn.Module], config: dict, inputs: tuple,
         small.update(twin_overrides or {})
         if twin_notes or twin_overrides:
             twin_notes = twin_notes or ["--twin-config"]
-            forward_check(build(small).double().eval(), twin_inputs(inputs, small))
+            with float64_default():
+                forward_check(build(small).double().eval(), twin_inputs(inputs, small))
     if numeric:
         twin, notes = twin_config(dict(defaults or {}, **config))
         twin.update(twin_overrides or {})
         notes += [f"{k}: {config.get(k)} -> {v} (--twin-config)"
                   for k, v in (twin_overrides or {}).items()]
         t1 = time.perf_counter()
-        twin_model = build(twin).double().eval()
-        t_in = twin_inputs(inputs, twin)
-        if forward_check is not None:
-            forward_check(twin_model, t_in)
+        with float64_default():
+            twin_model = build(twin).double().eval()
+            t_in = twin_inputs(inputs, twin)
+            if forward_check is not None:
+                forward_check(twin_model, t_in)
         times["twin_s"] = time.perf_counter() - t1
         if not notes and parameter_count(twin_model) > 50_000_000:
             raise UserError("--meta: no width settings recognised in the config, so the "
@@ -362,8 +405,9 @@ def audit_meta(build: Callable[[dict], nn.Module], config: dict, inputs: tuple,
                             "note": VALUES_NOTE, "stored_parameters": stored}
     if twin_model is not None:
         t1 = time.perf_counter()
-        twin_report = audit(twin_model, t_in, name=f"{name or type(model).__name__} (twin)",
-                            numeric=True, tracer=tracer)
+        with float64_default():
+            twin_report = audit(twin_model, t_in, name=f"{name or type(model).__name__} (twin)",
+                                numeric=True, tracer=tracer)
         times["twin_s"] += time.perf_counter() - t1
         num = twin_report.numeric
         info["twin"] = {

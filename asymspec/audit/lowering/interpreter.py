@@ -33,6 +33,7 @@ from asymspec.audit.lowering.values import (
     Split,
     Unsupported,
     UnsupportedOp,
+    _dead_writes,
     _flat_values,
     _has_tensor,
     _layout,
@@ -502,7 +503,8 @@ class GraphLowering(fx.Interpreter):
         super().__init__(root, garbage_collect_values=False, graph=graph)
         self.lowerer = lowerer
         self.low: dict[fx.Node, Any] = {}
-        self.live = _live_nodes(graph)
+        self.dead_writes = _dead_writes(graph)
+        self.live = _live_nodes(graph, self.dead_writes)
         self.inputs_low = list(inputs_low)
         self.out_low: Any = None
         self._next_input = 0
@@ -536,6 +538,11 @@ class GraphLowering(fx.Interpreter):
         real = super().run_node(n)
         if n.op == "output":
             self.out_low = fx.node.map_arg(n.args[0], lambda a: self.low[a])
+        elif n in self.dead_writes:  # never modelled: what it writes is read elsewhere
+            args_l = fx.node.map_arg(n.args, lambda a: self.low[a])
+            kwargs_l = fx.node.map_arg(n.kwargs, lambda a: self.low[a])
+            self.low[n] = L.unknown(n, args_l, kwargs_l, real, "in-place write whose result is "
+                                    "not used (the written tensor is read later)")
         else:
             args_r, kwargs_r = self.fetch_args_kwargs_from_env(n)
             self.low[n] = L.lower_node(self.module, n, self.low, args_r, kwargs_r, real)

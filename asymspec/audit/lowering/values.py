@@ -4,6 +4,7 @@ the records of a lowering (:class:`UnsupportedOp`, :class:`Lowered`)."""
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 
 import torch
@@ -109,9 +110,36 @@ def _target_name(n: fx.Node, root) -> str:
     return f"{mod}.{name}" if mod else name
 
 
-def _live_nodes(graph: fx.Graph) -> set:
+def _mutates(n: fx.Node) -> bool:
+    """Whether ``n`` writes into an operand in place (``x[i] = v``, ``x.mul_(2)``, a mutating
+    ATen overload such as ``aten.copy_``)."""
+    if n.op == "call_function":
+        if n.target is operator.setitem:
+            return True
+        schema = getattr(n.target, "_schema", None)
+        if schema is not None:
+            return bool(getattr(schema, "is_mutable", False))
+        return False
+    if n.op == "call_method":
+        name = str(n.target)
+        return name.endswith("_") and not name.endswith("__")
+    return False
+
+
+def _dead_writes(graph: fx.Graph) -> set:
+    """In-place writes whose result nothing reads: the written tensor is read later through
+    another node, so skipping them as dead would silently drop what they write."""
+    live = _live_nodes(graph, ())
+    return {n for n in graph.nodes if n not in live and _mutates(n)}
+
+
+def _live_nodes(graph: fx.Graph, roots=None) -> set:
+    """Nodes the outputs depend on, plus ``roots`` (default: :func:`_dead_writes`) and what
+    they read."""
     live: set = set()
-    stack = [n for n in graph.nodes if n.op == "output"]
+    if roots is None:
+        roots = _dead_writes(graph)
+    stack = [n for n in graph.nodes if n.op == "output"] + list(roots)
     while stack:
         n = stack.pop()
         if n in live:
