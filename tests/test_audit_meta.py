@@ -302,3 +302,24 @@ def test_in_place_write_is_never_dropped_as_dead():
     assert any("in-place write" in u.reason for u in full.unsupported)
     meta = audit_meta(lambda cfg: _WriteInto(), {}, x, numeric=False)
     assert meta.verdict == "unknown" and meta.unsupported
+
+
+class _AddInto(nn.Module):
+    """``buf.add_(fc(x))`` into zeros made from the input's shape (torch.fx: a ``call_method``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 4)
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x):
+        buf = x.new_zeros(x.shape[0], 4)
+        buf.add_(self.fc(x))
+        return self.out(buf)
+
+
+def test_in_place_write_of_meta_values_into_a_real_tensor_is_refused():
+    x = (torch.randn(2, 3, generator=torch.Generator().manual_seed(0)),)
+    assert audit(_AddInto(), x).verdict == "unknown"
+    with pytest.raises(UserError, match="cannot be followed on the meta device"):
+        audit_meta(lambda cfg: _AddInto(), {}, x, numeric=False)
