@@ -92,7 +92,7 @@ def test_twin_check_runs_and_is_reported():
     assert math.isclose(report.log10_order, closed, abs_tol=1e-6)
     text = report.format_text()
     assert "width-reduced twin (n_layer=2, n_embd=16" in text
-    assert "generators verified" in text
+    assert "generators checked" in text and "every pair separated" in text
 
 
 def test_twin_config_llama3_8b_keeps_structure():

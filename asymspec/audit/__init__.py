@@ -104,9 +104,7 @@ class AuditReport(CheckReport):
                 lines.insert(-1, f"  ... (+{len(self.unsupported) - 50})")
         if self.numeric is not None and self.numeric.generators:
             r = self.numeric
-            lines.insert(-1, f"numeric check: {r.generators} generators verified on the module "
-                         f"({r.forward_passes} forward passes, max rel. error "
-                         f"{r.max_rel_error:.1e})")
+            lines.insert(-1, f"numeric check: {r.summary()}")
         if self.meta is not None:
             for line in self.meta.get("lines", []):
                 lines.insert(-1, line)
@@ -176,7 +174,8 @@ def audit(module: nn.Module, example_inputs, name: str | None = None, numeric: b
         big = sum(p.numel() for p in module.parameters()) > 50_000_000
         try:  # very large models: fewer (each expensive) forward passes
             num = check_generators(module, ir, rep.generators, inputs,
-                                   individual=2 if big else 4, batches=4 if big else 8)
+                                   individual=2 if big else 4, batches=4 if big else 8,
+                                   random_subsets=2 if big else 4)
         finally:
             module.train(was)
     timings = dict(rep.timings, lower_s=t1 - t0, check_s=t2 - t1,

@@ -426,8 +426,7 @@ def audit_meta(build: Callable[[dict], nn.Module], config: dict, inputs: tuple,
         lines.append(f"numeric check ran on {what} ({describe_config(twin)}; "
                      f"{parameter_count(twin_model):,} float64 parameters): verdict "
                      f"{twin_report.verdict}, log10|Aut| {twin_report.log10_order:.2f}, "
-                     + (f"{num.generators} generators verified in {num.forward_passes} "
-                        f"forward passes (max rel. error {num.max_rel_error:.1e})" if num
+                     + (num.summary().replace(" on the module", "") if num
                         else "no generators to check"))
         if twin_report.verdict != report.verdict or \
                 bool(twin_report.unsupported) != bool(report.unsupported):
