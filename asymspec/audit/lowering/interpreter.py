@@ -7,7 +7,7 @@ entry point (torch.fx first, ``torch.export`` as a fallback).  Op handlers live 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -431,19 +431,21 @@ class Lowerer:
                     self.fixed_use(k, f"read by unsupported {target}")
         return _opaque_like(out_r, n)
 
-    def params_in(self, n: Any) -> list[str]:
-        """Canonical keys of the parameters a static value is computed from."""
-        out: list[str] = []
+    @staticmethod
+    def ancestors(n: Any) -> Iterator[fx.Node]:
+        """``n`` and every fx node it is computed from, each once (depth first)."""
         stack, seen = [n], set()
         while stack:
             x = stack.pop()
             if not isinstance(x, fx.Node) or x in seen:
                 continue
             seen.add(x)
-            if x in self.param_nodes:
-                out.append(self.param_nodes[x])
+            yield x
             stack.extend(x.all_input_nodes)
-        return out
+
+    def params_in(self, n: Any) -> list[str]:
+        """Canonical keys of the parameters a static value is computed from."""
+        return [self.param_nodes[x] for x in self.ancestors(n) if x in self.param_nodes]
 
     # ------------------------------------------------------------------ submodules
     def call_submodule(self, module: nn.Module, qual: str, inputs_low: list, inputs_real: list

@@ -240,15 +240,5 @@ def _rank_none(L: Lowerer, key: str) -> tuple:
 
 def _buffers_in(L: Lowerer, n) -> list[str]:
     """State-dict buffers a static value is computed from (persistent ones only)."""
-    out: list[str] = []
-    stack, seen = [n], set()
-    while stack:
-        x = stack.pop()
-        if not isinstance(x, fx.Node) or x in seen:
-            continue
-        seen.add(x)
-        key = L.buffer_nodes.get(x)
-        if key is not None and key in L.state_keys:
-            out.append(key)
-        stack.extend(x.all_input_nodes)
-    return out
+    keys = (L.buffer_nodes.get(x) for x in L.ancestors(n))
+    return [key for key in keys if key is not None and key in L.state_keys]
