@@ -87,13 +87,18 @@ def _f_ln(c: Call):
     f = L.elementwise(_module_of(L, n) or n.name, "layernorm", x, out, role="norm")
     axes = tuple(f.node if first + i == x.cdim else None for i in range(len(shape)))
     for i, nm in ((2, "weight"), (3, "bias")):
-        arg = _arg(n.args, n.kwargs, i, nm)
-        if arg is not None:
-            if not isinstance(arg, fx.Node) or arg.op != "get_attr":
-                raise Unsupported("layer_norm affine parameters are not plain tensors")
-            key = L.prefix + str(arg.target)
-            L.record(key, axes, constant=key not in L.params)
+        _record_affine(L, _arg(n.args, n.kwargs, i, nm), axes, "layer_norm affine parameters")
     return f
+
+
+def _record_affine(L: Lowerer, arg, axes: tuple, what: str) -> None:
+    """Record a functional norm's affine tensor (a ``get_attr`` node) along the norm's axes."""
+    if arg is None:
+        return
+    if not isinstance(arg, fx.Node) or arg.op != "get_attr":
+        raise Unsupported(f"{what} are not plain tensors")
+    key = L.prefix + str(arg.target)
+    L.record(key, axes, constant=key not in L.params)
 
 
 def _rms_targets() -> list:
@@ -130,12 +135,7 @@ def _f_rms(c: Call):
     shape = _arg(ar, kr, 1, "normalized_shape")
     shape = [shape] if isinstance(shape, int) else list(shape)
     f, axes = _rms(L, _module_of(L, n) or n.name, al[0], ar[0], out, shape)
-    arg = _arg(n.args, n.kwargs, 2, "weight")
-    if arg is not None:
-        if not isinstance(arg, fx.Node) or arg.op != "get_attr":
-            raise Unsupported("rms_norm weight is not a plain tensor")
-        key = L.prefix + str(arg.target)
-        L.record(key, axes, constant=key not in L.params)
+    _record_affine(L, _arg(n.args, n.kwargs, 2, "weight"), axes, "rms_norm weights")
     return f
 
 

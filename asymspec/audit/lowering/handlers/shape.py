@@ -422,11 +422,7 @@ def _f_getitem(c: Call):
         raise Unsupported("indexing")
     xr = ar[0]
     nd = xr.dim()
-    comps = list(idx) if isinstance(idx, tuple) else [idx]
-    if any(c is Ellipsis for c in comps):
-        i = comps.index(Ellipsis)
-        used = sum(1 for c in comps if c is not None and c is not Ellipsis)
-        comps = comps[:i] + [slice(None)] * (nd - used) + comps[i + 1:]
+    comps = _index_components(idx, nd)
     cdim = x.cdim
     basic = all(c is None or isinstance(c, (int, slice)) for c in comps)
     if basic:
@@ -450,7 +446,6 @@ def _f_getitem(c: Call):
             index = index[chan]
         return _channel_slice(L, n.name, x, index, out, new_cdim)
     # advanced indexing: supported when the channel axis and everything after it is untouched
-    touched = [i for i, c in enumerate(comps) if c is not None]
     pos = 0
     for c in comps:
         if c is None:
@@ -459,19 +454,25 @@ def _f_getitem(c: Call):
         if pos + width - 1 >= cdim and not (isinstance(c, slice) and c == slice(None)):
             raise Unsupported("advanced indexing of the channel axis")
         pos += width
-    del touched
     return Feat(x.node, out.dim() - (nd - cdim))
 
 
-def _getitem_split(L: Lowerer, base: str, x: Split, xr, idx, out) -> Split:
-    """Basic indexing of split heads (``x[..., :r]``, ``x[:, :, None]``): slices of the heads /
-    head_dim axes select units; integers and tensors there are unsupported."""
-    nd = xr.dim()
+
+def _index_components(idx, nd: int) -> list:
+    """An index (``x[idx]``) as one component per axis or ``None``, ``...`` expanded for ``nd``
+    input dimensions."""
     comps = list(idx) if isinstance(idx, tuple) else [idx]
     if any(c is Ellipsis for c in comps):
         i = comps.index(Ellipsis)
         used = sum(1 for c in comps if c is not None and c is not Ellipsis)
         comps = comps[:i] + [slice(None)] * (nd - used) + comps[i + 1:]
+    return comps
+
+def _getitem_split(L: Lowerer, base: str, x: Split, xr, idx, out) -> Split:
+    """Basic indexing of split heads (``x[..., :r]``, ``x[:, :, None]``): slices of the heads /
+    head_dim axes select units; integers and tensors there are unsupported."""
+    nd = xr.dim()
+    comps = _index_components(idx, nd)
     heads, dh = rope.dims(L, x)
     hsel, dsel = np.arange(heads), np.arange(dh)
     where: dict[int, int] = {}
