@@ -46,8 +46,18 @@ def _fast(model, inputs):
     return out.detach(), {k: v.grad for k, v in model.named_parameters()}
 
 
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    """Run under 1 and 2 torch threads: the CPU scatter takes a numpy path on one thread and
+    ``put_`` (split over threads) on more."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("key", sorted(SPECS))
-def test_fast_path_is_bit_identical_to_reference(key: str) -> None:
+def test_fast_path_is_bit_identical_to_reference(key: str, threads: int) -> None:
     ir = asymspec.compile_ir(SPECS[key])
     model = asymspec.nn.emit(ir, 1)
     _drift(model, key)
@@ -125,7 +135,8 @@ OPTIMIZERS = {
 
 @pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("key", sorted(SPECS))
-def test_frozen_entries_exactly_fixed_under_optimizers(key: str, opt_name: str) -> None:
+def test_frozen_entries_exactly_fixed_under_optimizers(key: str, opt_name: str,
+                                                      threads: int) -> None:
     ir = asymspec.compile_ir(SPECS[key])
     model = asymspec.nn.emit(ir, 2)
     layers = _layers(model)

@@ -126,6 +126,39 @@ def test_trainer_callbacks_loss_hook_and_divergence():
     assert hist.diverged == {"epoch": 1, "step": 1} and not hist.stopped_early
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd"])
+def test_optimizer_impl_fused_and_foreach_follow_the_default_up_to_rounding(optimizer):
+    task = _blobs()
+    runs = {}
+    for impl in (None, "default", "fused", "foreach"):
+        recipe = recipe_with_defaults(lr=0.05, epochs=3, batch_size=16, optimizer=optimizer,
+                                      weight_decay=0.01)
+        if impl is not None:
+            recipe["optimizer_impl"] = impl
+        model = _mlp()
+        opt = make_optimizer(list(model.parameters()), recipe)
+        assert bool(opt.defaults.get("fused")) == (impl == "fused")
+        assert bool(opt.defaults.get("foreach")) == (impl == "foreach")
+        train(model, task, recipe, TrainOptions(data_seed=1))
+        runs[impl] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert torch.equal(runs[None], runs["default"])
+    for impl in ("fused", "foreach"):
+        torch.testing.assert_close(runs[impl], runs[None], rtol=1e-4, atol=1e-5)
+    with pytest.raises(UserError, match="optimizer_impl"):
+        make_optimizer(list(_mlp().parameters()), recipe_with_defaults(optimizer_impl="fast"))
+
+
+def test_optimizer_impl_is_hashed_only_when_set(tmp_path):
+    plain = load_experiment(str(ROOT / "specs" / "lmc_digits.yaml"))
+    assert "optimizer_impl" not in (plain.data.get("train") or {})  # no schema default
+    fused = load_experiment(str(ROOT / "specs" / "lmc_digits.yaml"),
+                            overrides=["train.optimizer_impl=fused"])
+    assert fused.content_hash() != plain.content_hash()
+    res = CliRunner().invoke(main, ["run", str(ROOT / "specs" / "lmc_digits.yaml"), "--set", "train.optimizer_impl=fast",
+                                    "--runs-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 2 and "optimizer_impl" in res.output and "Traceback" not in res.output
+
+
 # -- evaluator ---------------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ weight with a boolean mask costs about half of a batch-64 dense layer's forward 
 its backward another full pass.  The fast path instead keeps the frozen entries *written into*
 the raw ``weight`` Parameter and uses ``weight`` directly:
 
-* the write is a sparse ``index_copy_`` of the frozen positions only, through ``.data`` so
+* the write is a sparse scatter (``put_``) of the frozen positions only, through ``.data`` so
   autograd's version counters and saved tensors are untouched.  It is done only when the weight
   may have moved since the last write: its version counter or storage changed (every in-place
   update under ``no_grad``, ``copy_``, ``load_state_dict``, ``.to()``), any ``torch.optim``
@@ -51,6 +51,7 @@ class _Frozen(NamedTuple):
 
     index: torch.Tensor  # flat positions in the layout's memory
     values: torch.Tensor  # their fixed values, in the layout's dtype and device
+    zeros: torch.Tensor  # zeros like ``values``: ``put_`` (parallel on a CPU) writes them
     host: tuple | None  # CPU float only: (positions, values) as numpy arrays — on one thread
     #                     numpy's fancy indexing scatters ~1.3x faster than index_fill_
     sentinels: tuple[int, float, int, float] | None  # two watched entries (position, value),
@@ -86,8 +87,19 @@ class _ZeroFrozenGrad(torch.autograd.Function):
             flat = grad.view(-1)
         if grad.stride() != ctx.stride or grad.dtype != ctx.dtype:
             frozen = ctx.layer._frozen_index(grad)
-        flat.index_fill_(0, frozen.index, 0)
+        _scatter(flat, frozen, frozen.zeros)
         return grad, None, None
+
+
+def _scatter(flat: torch.Tensor, frozen: _Frozen, values: torch.Tensor) -> None:
+    """``flat[frozen.index] = values``.  On a CPU ``put_`` splits the positions over torch's
+    threads (``index_copy_`` / ``index_fill_`` do not): with two threads it writes the 32k frozen
+    entries of a 784x512 layer in ~36 us against ~78 us, and after a two-thread GEMM, whose
+    output is spread over both cores' caches, the gap grows."""
+    if flat.device.type == "cpu":
+        flat.put_(frozen.index, values)
+    else:
+        flat.index_copy_(0, frozen.index, values)
 
 
 def _flat_view(t: torch.Tensor) -> torch.Tensor | None:
@@ -154,7 +166,8 @@ def _locate(mask: torch.Tensor, fixed: torch.Tensor, like: torch.Tensor) -> _Fro
         if index.numel():  # the largest fixed value in magnitude (any decay or noise moves
             k, last = int(values.abs().argmax()), index.numel() - 1  # it), the last in memory
             sentinels = (int(index[k]), float(values[k]), int(index[last]), float(values[last]))
-    return _Frozen(index.to(like.device), values.to(like.device), host, sentinels)
+    values = values.to(like.device)
+    return _Frozen(index.to(like.device), values, torch.zeros_like(values), host, sentinels)
 
 
 class MaskedWeightMixin(nn.Module):
@@ -251,8 +264,8 @@ class MaskedWeightMixin(nn.Module):
             host = flat.numpy()
             if torch.get_num_threads() == 1:
                 host[frozen.host[0]] = frozen.host[1]
-            else:  # index_copy_ runs on all of torch's threads
-                flat.index_copy_(0, frozen.index, frozen.values)
+            else:  # put_ runs on all of torch's threads
+                _scatter(flat, frozen, frozen.values)
             self._written = (w, w._version, _STEPS[0], w.data_ptr(), mask, mask._version,
                              fixed, fixed._version, frozen, host)
         else:  # off the CPU: no cheap host read, so write on every forward

@@ -55,14 +55,20 @@ def recipe_with_defaults(recipe: dict[str, Any] | None = None, **changes: Any) -
 
 def make_optimizer(params: Sequence[torch.nn.Parameter] | Any,
                    recipe: dict[str, Any]) -> torch.optim.Optimizer:
-    """The recipe's optimizer (weight decay is L2 for adam/sgd, decoupled for adamw)."""
+    """The recipe's optimizer (weight decay is L2 for adam/sgd, decoupled for adamw), run by
+    the recipe's ``optimizer_impl`` (absent: torch's default for the device)."""
     opt, lr, wd = recipe["optimizer"], recipe["lr"], recipe["weight_decay"]
+    impl = recipe.get("optimizer_impl") or "default"
+    if impl not in ("default", "fused", "foreach"):
+        raise UserError(f"unknown optimizer_impl {impl!r}; use default, fused or foreach")
+    kwargs = {} if impl == "default" else {impl: True}
     if opt == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=recipe["momentum"], weight_decay=wd)
+        return torch.optim.SGD(params, lr=lr, momentum=recipe["momentum"], weight_decay=wd,
+                               **kwargs)
     if opt not in ("adam", "adamw"):
         raise UserError(f"unknown optimizer {opt!r}; use adam, adamw or sgd")
     cls = torch.optim.AdamW if opt == "adamw" else torch.optim.Adam
-    return cls(params, lr=lr, betas=tuple(recipe["betas"]), weight_decay=wd)
+    return cls(params, lr=lr, betas=tuple(recipe["betas"]), weight_decay=wd, **kwargs)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, recipe: dict[str, Any],
