@@ -154,7 +154,8 @@ def test_optimizer_impl_is_hashed_only_when_set(tmp_path):
     fused = load_experiment(str(ROOT / "specs" / "lmc_digits.yaml"),
                             overrides=["train.optimizer_impl=fused"])
     assert fused.content_hash() != plain.content_hash()
-    res = CliRunner().invoke(main, ["run", str(ROOT / "specs" / "lmc_digits.yaml"), "--set", "train.optimizer_impl=fast",
+    res = CliRunner().invoke(main, ["run", str(ROOT / "specs" / "lmc_digits.yaml"),
+                                    "--set", "train.optimizer_impl=fast",
                                     "--runs-dir", str(tmp_path / "runs")])
     assert res.exit_code == 2 and "optimizer_impl" in res.output and "Traceback" not in res.output
 
