@@ -238,7 +238,7 @@ def test_buffer_changes_and_dtype_changes_are_seen() -> None:
     assert torch.equal(model(x.double()), ref)
 
 
-def test_channels_last_convolutions() -> None:
+def test_channels_last_convolutions(threads: int) -> None:
     ir = asymspec.compile_ir(SPECS["cnn_filters"])
     model = asymspec.nn.emit(ir, 4).to(memory_format=torch.channels_last)
     _drift(model, "cl")
@@ -273,7 +273,7 @@ def test_frozen_pointwise_conv_matches_conv2d() -> None:
     assert torch.allclose(layer(cl), ref, atol=1e-6)
 
 
-def test_double_backward_matches_reference() -> None:
+def test_double_backward_matches_reference(threads: int) -> None:
     """Gradient penalties (create_graph=True) through the fast path equal the reference."""
     from asymspec.nn.masked import fast_path
 
@@ -292,7 +292,7 @@ def test_double_backward_matches_reference() -> None:
         assert torch.allclose(a, b, atol=1e-6)
 
 
-def test_plain_user_loop_keeps_frozen_entries_on_every_forward() -> None:
+def test_plain_user_loop_keeps_frozen_entries_on_every_forward(threads: int) -> None:
     """A user's loop (no trainer): after every step of AdamW / SGD with weight decay the next
     forward equals the reference formula, frozen entries equal their constants, and the
     raw weights between steps really drift (so the write is exercised, not vacuous)."""
