@@ -16,6 +16,7 @@ Training is :func:`asymspec.run.trainer.train`; evaluation along the path is
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,10 @@ def distance_per_parameter(model: torch.nn.Module, sa: dict[str, torch.Tensor],
     both networks and not counted; buffers (masks, norm statistics) are not parameters."""
     from asymspec.paramtable import parameter_table, totals
 
-    names = {n for n, p in model.named_parameters() if p.requires_grad}
-    sq = sum(float((sa[k].double() - sb[k].double()).pow(2).sum()) for k in names if k in sa)
+    # model order, not a set's: a set of strings iterates in a per-process (hash-salted) order,
+    # which made the float sum differ in its last bit between identical runs
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    sq = math.fsum(float((sa[k].double() - sb[k].double()).pow(2).sum()) for k in names if k in sa)
     n = totals(parameter_table(model))["trainable"] if hasattr(model, "ir") else \
         sum(p.numel() for k, p in model.named_parameters() if k in names)
     return sq ** 0.5 / max(n, 1)
