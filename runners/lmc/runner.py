@@ -58,7 +58,7 @@ def distance_per_parameter(model: torch.nn.Module, sa: dict[str, torch.Tensor],
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     sq = math.fsum(float((sa[k].double() - sb[k].double()).pow(2).sum()) for k in names if k in sa)
     n = totals(parameter_table(model))["trainable"] if hasattr(model, "ir") else \
-        sum(p.numel() for k, p in model.named_parameters() if k in names)
+        sum(p.numel() for p in model.parameters() if p.requires_grad)
     return sq ** 0.5 / max(n, 1)
 
 
