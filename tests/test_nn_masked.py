@@ -56,8 +56,18 @@ def threads(request):
     torch.set_num_threads(before)
 
 
+@pytest.fixture(params=[False, True], ids=["default", "deterministic"])
+def deterministic(request):
+    """Also under ``torch.use_deterministic_algorithms(True)``, which refuses ``put_``."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(request.param)
+    yield request.param
+    torch.use_deterministic_algorithms(before)
+
+
 @pytest.mark.parametrize("key", sorted(SPECS))
-def test_fast_path_is_bit_identical_to_reference(key: str, threads: int) -> None:
+def test_fast_path_is_bit_identical_to_reference(key: str, threads: int,
+                                                 deterministic: bool) -> None:
     ir = asymspec.compile_ir(SPECS[key])
     model = asymspec.nn.emit(ir, 1)
     _drift(model, key)

@@ -87,16 +87,27 @@ class _ZeroFrozenGrad(torch.autograd.Function):
             flat = grad.view(-1)
         if grad.stride() != ctx.stride or grad.dtype != ctx.dtype:
             frozen = ctx.layer._frozen_index(grad)
-        _scatter(flat, frozen, frozen.zeros)
+        if _split_over_threads(flat):
+            flat.put_(frozen.index, frozen.zeros)
+        else:
+            flat.index_fill_(0, frozen.index, 0)
         return grad, None, None
 
 
+def _split_over_threads(flat: torch.Tensor) -> bool:
+    """Whether to scatter with ``put_``: on a CPU with more than one thread it splits the
+    positions over torch's threads (``index_copy_`` / ``index_fill_`` do not), writing the 32k
+    frozen entries of a 784x512 layer in ~36 us against ~78 us; after a two-thread GEMM, whose
+    output is spread over both cores' caches, the gap grows.  Not under
+    ``torch.use_deterministic_algorithms(True)``, which refuses ``put_`` (the positions are
+    distinct, so every path writes the same values)."""
+    return (flat.device.type == "cpu" and torch.get_num_threads() > 1
+            and not torch.are_deterministic_algorithms_enabled())
+
+
 def _scatter(flat: torch.Tensor, frozen: _Frozen, values: torch.Tensor) -> None:
-    """``flat[frozen.index] = values``.  On a CPU ``put_`` splits the positions over torch's
-    threads (``index_copy_`` / ``index_fill_`` do not): with two threads it writes the 32k frozen
-    entries of a 784x512 layer in ~36 us against ~78 us, and after a two-thread GEMM, whose
-    output is spread over both cores' caches, the gap grows."""
-    if flat.device.type == "cpu":
+    """``flat[frozen.index] = values``."""
+    if _split_over_threads(flat):
         flat.put_(frozen.index, values)
     else:
         flat.index_copy_(0, frozen.index, values)
@@ -167,7 +178,8 @@ def _locate(mask: torch.Tensor, fixed: torch.Tensor, like: torch.Tensor) -> _Fro
             k, last = int(values.abs().argmax()), index.numel() - 1  # it), the last in memory
             sentinels = (int(index[k]), float(values[k]), int(index[last]), float(values[last]))
     values = values.to(like.device)
-    return _Frozen(index.to(like.device), values, torch.zeros_like(values), host, sentinels)
+    zeros = values.new_zeros(()).expand(values.shape)  # put_'s source; allocates one element
+    return _Frozen(index.to(like.device), values, zeros, host, sentinels)
 
 
 class MaskedWeightMixin(nn.Module):
@@ -264,12 +276,12 @@ class MaskedWeightMixin(nn.Module):
             host = flat.numpy()
             if torch.get_num_threads() == 1:
                 host[frozen.host[0]] = frozen.host[1]
-            else:  # put_ runs on all of torch's threads
+            else:
                 _scatter(flat, frozen, frozen.values)
             self._written = (w, w._version, _STEPS[0], w.data_ptr(), mask, mask._version,
                              fixed, fixed._version, frozen, host)
         else:  # off the CPU: no cheap host read, so write on every forward
-            flat.index_copy_(0, frozen.index, frozen.values)
+            _scatter(flat, frozen, frozen.values)
         return frozen
 
     def _frozen_index(self, like: torch.Tensor) -> _Frozen:
