@@ -154,6 +154,9 @@ def test_optimizer_impl_is_hashed_only_when_set(tmp_path):
     fused = load_experiment(str(ROOT / "specs" / "lmc_digits.yaml"),
                             overrides=["train.optimizer_impl=fused"])
     assert fused.content_hash() != plain.content_hash()
+    default = load_experiment(str(ROOT / "specs" / "lmc_digits.yaml"),
+                              overrides=["train.optimizer_impl=default"])
+    assert default.content_hash() == plain.content_hash()  # the same optimizer, the same run
     res = CliRunner().invoke(main, ["run", str(ROOT / "specs" / "lmc_digits.yaml"),
                                     "--set", "train.optimizer_impl=fast",
                                     "--runs-dir", str(tmp_path / "runs")])

@@ -163,8 +163,26 @@ def finish_experiment(data: dict[str, Any], file: str | None, values: dict, keys
         problem, more = pick(errors, spec.locate)
         raise _located(spec, problem, more)
     spec.data = fill_defaults(data, checker.schema, checker)
+    _drop_default_optimizer_impl(spec.data)
     _check_dataset(spec)
     return spec
+
+
+def _drop_default_optimizer_impl(data: dict[str, Any]) -> None:
+    """Remove ``optimizer_impl: default`` where it changes nothing, in place: it builds the same
+    optimizer as no field, so such a spec must hash the same.  A variant's ``default`` under a
+    shared non-default one does change something and stays."""
+    train = data.get("train")
+    shared = train.get("optimizer_impl") if isinstance(train, dict) else None
+    if shared == "default":
+        del train["optimizer_impl"]
+        shared = None
+    if shared is not None:
+        return
+    for variant in (data.get("variants") or {}).values():
+        own = variant.get("train") if isinstance(variant, dict) else None
+        if isinstance(own, dict) and own.get("optimizer_impl") == "default":
+            del own["optimizer_impl"]
 
 
 def _check_dataset(spec: Spec) -> None:
