@@ -160,7 +160,10 @@ def main() -> None:
                 continue
             if threads is not None:
                 torch.set_num_threads(threads)
-            if args.compile_rows_only and not args.no_compile:  # compile columns alone
+            compile_here = (device.type == "cuda" or args.compile_cpu) and not args.no_compile
+            if args.compile_rows_only:  # compile columns alone (on CPU only with --compile-cpu)
+                if not compile_here:
+                    continue
                 comp, comp_rec = compile_columns(row, device, autocast, args.budget,
                                                  args.compile_backend, args.stat)
                 print(f"| {where} | {row.label}, batch {row.batch} | compile speed-up "
@@ -194,7 +197,7 @@ def main() -> None:
                 fs = train_flops(models["sigma"], x)
                 flop_sigma = f"{r['sigma']:.2f} ({fd / fs:.2f})"
             comp, comp_rec = "—", None
-            if (device.type == "cuda" or args.compile_cpu) and not args.no_compile and wanted:
+            if compile_here and wanted:
                 comp, comp_rec = compile_columns(row, device, autocast, args.budget,
                                                  args.compile_backend, args.stat)
             cells = [where, f"{row.label}, batch {row.batch}", f"{best['dense'] * 1e3:.2f}",
